@@ -1,0 +1,68 @@
+"""The ``soraflow`` command: one subcommand per pipeline stage, ``--help`` on each.
+
+Stage commands run the stage's Prefect flow (``flows/``); the flows call library code in
+``soraflow``. Each stage package that has commands exposes a typer app or command function
+in ``soraflow.<stage>.cli`` and is registered here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from soraflow.config import ConfigError
+
+app = typer.Typer(
+    name="soraflow",
+    help="Train text-to-video diffusion models the Open-Sora 1.1 way: curate, bucket, train, evaluate, register.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="The params.yaml to read.")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+@app.command("demo-data")
+def demo_data(
+    params: Path = PARAMS_OPTION,
+    output: Path = typer.Option(None, "--output", "-o", help="Folder for the corpus (default: demo.output in params)."),
+) -> None:
+    """Generate the demo video corpus (videos, stills, ground-truth manifest)."""
+    from flows.demo_data import demo_data_flow
+
+    demo_data_flow(params_path=str(params), output=str(output) if output else None)
+
+
+@app.command("check-params")
+def check_params(params: Path = PARAMS_OPTION) -> None:
+    """Validate params.yaml and print the resolved configuration."""
+    from soraflow.config import load_params
+
+    p = load_params(params)
+    typer.echo(p.model_dump_json(indent=2))
+
+
+def main() -> None:
+    """Entry point: config errors become one clear line and exit code 2, not a traceback."""
+    setup_logging()
+    try:
+        app()
+    except ConfigError as err:
+        print(f"soraflow: bad configuration: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The demo corpus: deterministic synthetic videos with known ground truth."""

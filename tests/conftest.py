@@ -1,0 +1,30 @@
+"""Shared test settings: offline, no analytics, each test's MLflow store in its own tmp folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A private MLflow tracking database and artifact root for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SORAFLOW_ARTIFACT_ROOT", (tmp_path / "mlartifacts").as_uri())
+    return uri
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect database for tests that run flows (started once per session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
