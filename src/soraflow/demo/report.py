@@ -20,6 +20,8 @@ def corpus_summary_metrics(corpus: Path) -> dict[str, float]:
     scenes = pd.read_parquet(corpus / "scenes.parquet")
     sizes = sum(f.stat().st_size for f in (corpus / "raw").iterdir() if f.is_file())
     is_video = videos["kind"] == "video"
+    # Fractions describe video scenes; still images are one-frame "scenes" and would skew them.
+    scenes = scenes[scenes["path"].isin(videos.loc[is_video, "path"])]
     return {
         "videos": float(is_video.sum()),
         "images": float((~is_video).sum()),
