@@ -22,7 +22,7 @@ install: $(STAMP)
 
 ## The main job: the whole DVC pipeline on the embedded demo corpus.
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-prefect-server $(BIN)/dvc repro
 
 ## The whole test suite: fast tests, then the slow end-to-end ones.
 test: $(STAMP)

@@ -1,0 +1,152 @@
+"""``curate`` section of params.yaml: inputs, scene cuts, clip encoding, scores, captions, filters.
+
+Lengths are in seconds (converted to frames with each source's own frame rate). The original
+Open-Sora 1.1 recipe drops scenes shorter than 2 s and truncates those longer than 15 s; the
+demo corpus has scenes of 0.5-10+ s, so the demo defaults keep scenes from 0.5 s (set
+``clips.min_seconds: 2.0`` to reproduce the original) and truncate at the original's 15 s.
+A filter threshold left empty (``null``) does not filter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from soraflow.config_base import StrictModel
+from soraflow.curation.scores.config import ScoresConfig
+
+
+class ScenesConfig(StrictModel):
+    """Scene-cut detection with PySceneDetect on downscaled frames."""
+
+    #: ``adaptive`` (AdaptiveDetector, the original's choice) or ``content`` (ContentDetector).
+    detector: Literal["adaptive", "content"] = "adaptive"
+    #: AdaptiveDetector ``adaptive_threshold`` (the original uses 3.0).
+    adaptive_threshold: float = Field(3.0, gt=0.0)
+    #: AdaptiveDetector ``min_content_val``: the content change a cut needs at least.
+    min_content_val: float = Field(15.0, ge=0.0)
+    #: AdaptiveDetector rolling window (frames either side of the candidate).
+    window_width: int = Field(2, ge=1, le=30)
+    #: ContentDetector ``threshold`` (PySceneDetect's default 27).
+    content_threshold: float = Field(27.0, gt=0.0)
+    #: No two cuts closer than this (seconds). PySceneDetect's default is 15 frames (~0.6 s);
+    #: the demo corpus has 0.5 s scenes, so the default is shorter.
+    min_scene_seconds: float = Field(0.25, ge=0.0, le=60.0)
+    #: Width the detector sees (frames are downscaled, keeping the aspect ratio); PySceneDetect
+    #: itself downscales to ~256 px wide by default. ``0`` feeds full-size frames.
+    detect_width: int = Field(128, ge=0, le=4096)
+
+
+class ClipsConfig(StrictModel):
+    """How scenes become clip files (H.264 mp4, or PNG for still images)."""
+
+    #: Scenes shorter than this are dropped (the original: 2 s; the demo: 0.5 s).
+    min_seconds: float = Field(0.5, ge=0.0, le=3600.0)
+    #: Scenes longer than this are truncated to their first ``max_seconds`` (the original: 15 s).
+    max_seconds: float = Field(15.0, gt=0.0, le=3600.0)
+    #: Shorter side of the written clip is at most this (downscaled keeping the aspect, even sizes).
+    max_short_side: int = Field(360, ge=16, le=4320)
+    codec: Literal["libx264"] = "libx264"
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = "veryfast"
+    crf: int = Field(20, ge=0, le=51)
+
+    @model_validator(mode="after")
+    def _lengths_ok(self) -> ClipsConfig:
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"min_seconds {self.min_seconds} > max_seconds {self.max_seconds}")
+        return self
+
+
+class CaptionsConfig(StrictModel):
+    """Where captions come from, in order: input manifest ``text``, sidecar JSON, captioner model."""
+
+    use_manifest: bool = True
+    #: Read ``<media file>.json`` sidecars (``{"scenes": [{"start_frame", "end_frame", "caption"}]}``).
+    use_sidecar: bool = True
+    #: Run ``scores.captioner`` (when configured) for clips that have no caption yet.
+    use_model: bool = True
+
+
+class FiltersConfig(StrictModel):
+    """Keep/reject thresholds; ``null`` disables a filter. Scores are defined in the README."""
+
+    min_frames: int | None = Field(1, ge=1)
+    max_frames: int | None = Field(None, ge=1)
+    #: Shorter side of the source frames, in pixels.
+    min_side: int | None = Field(64, ge=1)
+    #: ``resolution`` = height x width (pixel count), the original's ``resmin``.
+    min_resolution: int | None = Field(None, ge=1)
+    #: aspect_ratio = H/W bounds (the original buckets span about 0.25-4).
+    min_aspect_ratio: float | None = Field(0.2, gt=0.0)
+    max_aspect_ratio: float | None = Field(5.0, gt=0.0)
+    #: Mean optical-flow magnitude (pixels at the scorer's working size); videos only.
+    motion_min: float | None = Field(0.05, ge=0.0)
+    motion_max: float | None = Field(None, ge=0.0)
+    #: Text boxes on the sampled frames (max over frames) and fraction of the frame they cover.
+    ocr_boxes_max: int | None = Field(0, ge=0)
+    ocr_area_max: float | None = Field(None, ge=0.0, le=1.0)
+    aesthetic_min: float | None = None
+    match_min: float | None = None
+    caption_min_chars: int | None = Field(1, ge=0)
+    caption_max_chars: int | None = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds_ok(self) -> FiltersConfig:
+        pairs = [
+            ("min_frames", "max_frames"),
+            ("min_aspect_ratio", "max_aspect_ratio"),
+            ("motion_min", "motion_max"),
+            ("caption_min_chars", "caption_max_chars"),
+        ]
+        for lo, hi in pairs:
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} {a} > {hi} {b}")
+        return self
+
+
+class ValidationConfig(StrictModel):
+    """great-expectations checks on ``clips.parquet``."""
+
+    enabled: bool = True
+    #: An output with fewer clips than this fails validation (an empty training set is an error).
+    min_rows: int = Field(1, ge=0)
+    #: Write great-expectations data docs (HTML) next to the JSON result.
+    data_docs: bool = True
+
+
+class CurateConfig(StrictModel):
+    """The ``curate`` stage: folder or manifest in, ``clips.parquet`` + clip files out."""
+
+    #: A folder (walked recursively) or a CSV/parquet manifest with ``path`` and optional ``text``.
+    input: str = "data/demo/raw"
+    output: str = "data/curated"
+    scenes: ScenesConfig = ScenesConfig()
+    clips: ClipsConfig = ClipsConfig()
+    scores: ScoresConfig = ScoresConfig()
+    captions: CaptionsConfig = CaptionsConfig()
+    filters: FiltersConfig = FiltersConfig()
+    validation: ValidationConfig = ValidationConfig()
+    #: ``threads`` (Prefect ThreadPoolTaskRunner) or ``dask`` (prefect-dask DaskTaskRunner).
+    task_runner: Literal["threads", "dask"] = "threads"
+    #: Parallel source files (threads, or local Dask worker processes).
+    workers: int = Field(2, ge=1, le=512)
+    #: ``tcp://host:8786`` of a running Dask scheduler; empty starts a local cluster.
+    dask_address: str | None = None
+    #: Fraction of source files (not clips) assigned to the held-out split.
+    heldout_fraction: float = Field(0.15, ge=0.0, le=1.0)
+
+    def processing_key(self) -> str:
+        """JSON of the settings that change a source file's result (cache key of its work folder).
+
+        Paths, parallelism, validation and the split are applied after per-file work, so
+        changing them reuses finished files.
+        """
+        data = self.model_dump(
+            mode="json", include={"scenes", "clips", "scores", "captions", "filters"}
+        )
+        return json.dumps(data, sort_keys=True)
