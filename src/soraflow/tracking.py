@@ -48,11 +48,14 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
 
 
-def artifact_location(root: Path | None = None) -> str:
-    """Where a new experiment stores artifacts (``SORAFLOW_ARTIFACT_ROOT`` or ``mlartifacts/``)."""
+def artifact_location(root: Path | None = None) -> str | None:
+    """Where a new experiment stores artifacts: ``SORAFLOW_ARTIFACT_ROOT``; else, against a
+    tracking server, the server's own (proxied) artifact root (None); else ``mlartifacts/``."""
     loc = os.environ.get("SORAFLOW_ARTIFACT_ROOT")
     if loc:
         return loc
+    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        return None
     return ((root or project_root()) / "mlartifacts").as_uri()
 
 
