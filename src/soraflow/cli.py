@@ -45,6 +45,22 @@ def demo_data(
     demo_data_flow(params_path=str(params), output=str(output) if output else None)
 
 
+@app.command("vae")
+def vae(params: Path = PARAMS_OPTION) -> None:
+    """Stage vae: train the demo's small AutoencoderKL (or check a pretrained VAE's reconstruction)."""
+    from flows.vae import vae_flow
+
+    vae_flow(params_path=str(params))
+
+
+@app.command("features")
+def features(params: Path = PARAMS_OPTION) -> None:
+    """Stage features: cache VAE latents at each clip's bucket size and caption states, in shards."""
+    from flows.features import features_flow
+
+    features_flow(params_path=str(params))
+
+
 @app.command("check-params")
 def check_params(params: Path = PARAMS_OPTION) -> None:
     """Validate params.yaml and print the resolved configuration."""
@@ -52,6 +68,38 @@ def check_params(params: Path = PARAMS_OPTION) -> None:
 
     p = load_params(params)
     typer.echo(p.model_dump_json(indent=2))
+
+
+from soraflow.buckets.cli import app as buckets_app  # noqa: E402
+
+app.add_typer(buckets_app, name="buckets")
+
+from soraflow.models.cli import app as model_app  # noqa: E402
+
+app.add_typer(model_app, name="model")
+
+from soraflow.curation.cli import curate_command  # noqa: E402
+
+app.command("curate")(curate_command)
+
+from soraflow.training.cli import train_command  # noqa: E402
+
+app.command("train")(train_command)
+
+from soraflow.evaluation.cli import eval_classifier_command, evaluate_command  # noqa: E402
+
+app.command("evaluate")(evaluate_command)
+app.command("eval-classifier")(eval_classifier_command)
+
+from soraflow.sampling.cli import sample_command  # noqa: E402
+
+app.command("sample")(sample_command)
+
+from soraflow.registry.cli import promote_command, register_command, serve_command  # noqa: E402
+
+app.command("register")(register_command)
+app.command("promote")(promote_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

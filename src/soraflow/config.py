@@ -17,6 +17,17 @@ from soraflow.config_base import ConfigError, StrictModel, parse_model, read_yam
 
 # Section models, one per stage package.
 from soraflow.demo.config import DemoConfig
+from soraflow.models.config import ModelConfig
+from soraflow.evaluation.config import EvalConfig
+from soraflow.sampling.config import SampleConfig
+from soraflow.registry.config import RegistryConfig
+from soraflow.encoders.config import TextEncoderConfig, VAEConfig
+from soraflow.training.config import TrainConfig
+from soraflow.diffusion.config import DiffusionConfig
+from soraflow.masks.config import MaskConfig
+from soraflow.buckets.config import BucketsConfig
+from soraflow.curation.config import CurateConfig
+from soraflow.features.config import FeaturesConfig
 
 __all__ = ["ConfigError", "Params", "StrictModel", "flatten_params", "load_params"]
 
@@ -28,6 +39,18 @@ class Params(StrictModel):
     """All of ``params.yaml``. Sections are filled in as stages land."""
 
     demo: DemoConfig = DemoConfig()
+    model: ModelConfig = ModelConfig()
+    eval: EvalConfig = EvalConfig()
+    sample: SampleConfig = SampleConfig()
+    registry: RegistryConfig = RegistryConfig()
+    vae: VAEConfig = VAEConfig()
+    text_encoder: TextEncoderConfig = TextEncoderConfig()
+    train: TrainConfig = TrainConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    masks: MaskConfig = MaskConfig()
+    buckets: BucketsConfig = BucketsConfig()
+    curate: CurateConfig = CurateConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:

@@ -148,14 +148,13 @@ class ResolutionSpec(StrictModel):
 def _demo_resolutions() -> dict[str, ResolutionSpec]:
     return {
         "64px": ResolutionSpec(pixels=64 * 64, aspect_ratios=["9:16", "3:4", "1:1", "4:3", "16:9"], snap=16),
-        "32px": ResolutionSpec(pixels=32 * 32, aspect_ratios=["9:16", "1:1", "16:9"], snap=16),
+        "32px": ResolutionSpec(pixels=32 * 32, aspect_ratios=["1:1"], snap=16),
     }
 
 
 def _demo_bucket_config() -> dict[str, dict[int, BucketEntry]]:
     return {
-        "64px": {1: (1.0, 8), 8: (1.0, 4), 16: (0.5, 2)},
-        "32px": {1: (1.0, 16), 8: (1.0, 8), 16: (1.0, 4)},
+        "32px": {1: (1.0, 16), 8: (1.0, 8)},
     }
 
 

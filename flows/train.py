@@ -1,0 +1,106 @@
+"""Stage ``train``: launch the torchrun workers (DDP/FSDP2) and track the run in MLflow.
+
+The flow builds the worker command from params (``train.nproc_per_node``, ``train.nnodes``,
+rendezvous endpoint), streams the workers' logs into the Prefect log, turns rank 0's metric
+lines into MLflow metrics as they arrive, and logs the final model folder (config JSON +
+safetensors + the frozen encoders' references) as the run's ``model`` artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def loss_curve_figure(history: dict[int, dict[str, float]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(history)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [history[s].get("loss", float("nan")) for s in steps], label="loss")
+    for key in sorted({k for m in history.values() for k in m if k.startswith("loss_t")}):
+        ax.plot(steps, [history[s].get(key, float("nan")) for s in steps], label=key, alpha=0.6)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def encoder_references(params) -> dict[str, Any]:
+    """What a sampler needs besides the STDiT2 weights: the frozen encoders it was trained with."""
+    return {
+        "vae": params.vae.source,
+        "vae_scaling_factor": params.vae.scaling_factor,
+        "text_encoder": params.text_encoder.pretrained,
+        "text_max_length": params.text_encoder.max_length,
+        "frame_interval": params.buckets.frame_interval,
+        "diffusion": params.diffusion.model_dump(mode="json"),
+    }
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    params_path: str = "params.yaml",
+    steps: int | None = None,
+    ckpt_every: int | None = None,
+    nproc_per_node: int | None = None,
+    seed: int | None = None,
+    output: str | None = None,
+    resume: str | None = None,
+    builder: str = "default",
+    builder_opts: list[str] | None = None,
+) -> dict[str, float]:
+    import mlflow
+
+    from soraflow.tracking import stage_run
+    from soraflow.training.cli import worker_args
+    from soraflow.training.launch import launch_torchrun
+    from soraflow.training.metrics import read_metrics_file
+    from soraflow.training.worker import load_params_with_overrides
+
+    logger = get_run_logger()
+    options = {"steps": steps, "ckpt_every": ckpt_every, "nproc_per_node": nproc_per_node, "seed": seed,
+               "output": output, "resume": resume}
+    overrides = {f"train.{k}": v for k, v in options.items() if v is not None}
+    params = load_params_with_overrides(params_path, overrides)  # fails early, naming the bad key
+    cfg = params.train
+    args = worker_args(
+        Path(params_path), builder=builder, steps=steps, ckpt_every=ckpt_every, seed=seed, output=output,
+        resume=resume, overrides={"train.nproc_per_node": cfg.nproc_per_node}, builder_opts=builder_opts,
+    )
+    out = Path(cfg.output)
+    with stage_run("train", params, params_path=params_path, log_system_metrics=True):
+        mlflow.set_tags({"soraflow.world_size": str(cfg.nproc_per_node * cfg.nnodes), "soraflow.builder": builder})
+        launch_torchrun(cfg, args, logger, on_metrics=lambda step, m: mlflow.log_metrics(_finite(m), step=step))
+        history = read_metrics_file(out / "metrics.jsonl")
+        final = out / "final"
+        (final / "encoders.json").write_text(json.dumps(encoder_references(params), indent=2))
+        mlflow.log_artifacts(str(final), "model")
+        if history:
+            mlflow.log_figure(loss_curve_figure(history), "loss_curve.png")
+        last = history[max(history)] if history else {}
+        summary = {"final_step": float(max(history) if history else 0), **_finite(last)}
+        Path("metrics").mkdir(exist_ok=True)
+        keep = ("final_step", "loss", "samples_per_s", "tokens_per_s", "data_wait_frac")
+        Path("metrics/train.json").write_text(
+            json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, sort_keys=True)
+        )
+        logger.info("trained to step %d; final model in %s", int(summary["final_step"]), final)
+    return summary
+
+
+if __name__ == "__main__":
+    train_flow()

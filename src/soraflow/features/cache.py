@@ -1,0 +1,240 @@
+"""Build and read the feature cache.
+
+Layout of ``<output>/``:
+
+- ``index.parquet``: one row per cached sample (clip x window) with the clip's metadata
+  (``id``, ``text``, ``split``, ``fps``, source ``height``/``width``), its bucket (the
+  ``bucket_*`` columns of :func:`soraflow.buckets.assign_buckets`), the ``shard`` file and
+  ``row`` inside it, and ``caption_index`` into the caption tensors;
+- ``latents-<bucket>-<k>.safetensors``: ``latents`` ``[N, C, T, h, w]`` (float32) for rows of
+  one bucket;
+- ``captions.safetensors``: ``emb`` ``[M, L, C]`` and ``mask`` ``[M, L]`` for the M distinct
+  captions, plus ``null`` is left to the model (its own null-caption buffer);
+- ``info.json``: encoder references, latent channels, scaling, counts.
+
+Buckets are assigned once, with epoch-0 draws, when the cache is built: a clip is cached at
+the bucket it falls in; the sampler then batches cached rows by those fixed buckets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from soraflow.buckets import BucketsConfig, assign_buckets
+from soraflow.buckets.dataset import load_clip
+from soraflow.features.config import FeaturesConfig
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.parquet"
+CAPTIONS_FILE = "captions.safetensors"
+INFO_FILE = "info.json"
+
+
+@dataclass
+class CacheSummary:
+    rows: int
+    clips: int
+    skipped: int
+    captions: int
+    shards: int
+    seconds: float
+    bytes: int
+
+    def as_metrics(self) -> dict[str, float]:
+        return {f"cache_{k}": float(v) for k, v in self.__dict__.items()}
+
+
+def _bucket_name(res: str, t: int, h: int, w: int) -> str:
+    return f"{res}-{t}x{h}x{w}".replace("/", "_")
+
+
+IMAGE_FPS = 120.0  # Open-Sora's fps conditioning value for still images
+
+
+def _effective_fps(fps: float, num_frames: int, frame_interval: int) -> float:
+    """Frame rate of the sampled frames (the original conditions on fps / frame_interval)."""
+    if num_frames == 1 or fps is None or not np.isfinite(fps) or fps <= 0:
+        return IMAGE_FPS
+    return float(fps) / frame_interval
+
+
+def _window_seed(seed: int, clip_id: str, window: int) -> int:
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{clip_id}:{window}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def build_feature_cache(
+    clips: pd.DataFrame,
+    vae,
+    text_encoder,
+    buckets: BucketsConfig,
+    config: FeaturesConfig,
+    output: str | Path,
+    *,
+    progress: bool = True,
+) -> CacheSummary:
+    """Encode every clip of ``clips`` (curation's table) into ``output`` (replaced atomically)."""
+    import time
+
+    t0 = time.perf_counter()
+    output = Path(output)
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    clips = clips[clips["split"].isin(config.splits)].reset_index(drop=True)
+    assigned = assign_buckets(clips, buckets, buckets.seed, 0)
+    kept = assigned[assigned["bucket_resolution"].notna()].reset_index(drop=True)
+    skipped = len(assigned) - len(kept)
+    if skipped:
+        reasons = assigned.loc[assigned["bucket_resolution"].isna(), "bucket_reason"].value_counts().to_dict()
+        log.info("%d clips fit no bucket and are not cached: %s", skipped, reasons)
+    if kept.empty:
+        raise ValueError(
+            "no clip fits any bucket: check buckets.bucket_config against the curated sizes "
+            "(`soraflow buckets preview` explains each clip)"
+        )
+
+    captions = sorted(set(kept["text"].astype(str)))
+    cap_index = {c: i for i, c in enumerate(captions)}
+    embs, masks = [], []
+    for i in range(0, len(captions), 64):
+        e, m = text_encoder.encode(captions[i : i + 64])
+        embs.append(e.float().cpu())
+        masks.append(m.cpu())
+    save_file({"emb": torch.cat(embs).contiguous(), "mask": torch.cat(masks).contiguous()}, str(tmp / CAPTIONS_FILE))
+
+    rows: list[dict[str, Any]] = []
+    groups = kept.groupby(["bucket_resolution", "bucket_num_frames", "bucket_height", "bucket_width"], observed=True)
+    bar = tqdm(total=len(kept) * config.windows_per_clip, desc="features", disable=not progress, mininterval=1.0)
+    shards = 0
+    for (res, t, h, w), group in groups:
+        name = _bucket_name(str(res), int(t), int(h), int(w))
+        pending: list[torch.Tensor] = []
+        pending_rows: list[dict[str, Any]] = []
+        shard_k = 0
+
+        def flush() -> None:
+            nonlocal shard_k, shards
+            if not pending:
+                return
+            shard = f"latents-{name}-{shard_k:04d}.safetensors"
+            save_file({"latents": torch.cat(pending).contiguous()}, str(tmp / shard))
+            for r, row in enumerate(pending_rows):
+                row["shard"], row["row"] = shard, r
+            rows.extend(pending_rows)
+            pending.clear()
+            pending_rows.clear()
+            shard_k += 1
+            shards += 1
+
+        jobs = [(rec, wdx) for rec in group.to_dict("records") for wdx in range(config.windows_per_clip)]
+        for j in range(0, len(jobs), config.encode_batch):
+            chunk = jobs[j : j + config.encode_batch]
+            videos = []
+            for rec, wdx in chunk:
+                rng = np.random.default_rng(_window_seed(config.seed, str(rec["id"]), wdx))
+                videos.append(load_clip(rec["path"], int(t), buckets.frame_interval, int(h), int(w), rng))
+            with torch.inference_mode():
+                lat = vae.encode(torch.stack(videos).to(vae.device, vae.dtype)).float().cpu()
+            pending.append(lat)
+            for rec, wdx in chunk:
+                pending_rows.append(
+                    {
+                        "id": rec["id"],
+                        "window": wdx,
+                        "text": rec["text"],
+                        "caption_index": cap_index[str(rec["text"])],
+                        "split": rec["split"],
+                        "fps": _effective_fps(rec["fps"], int(t), buckets.frame_interval),
+                        "source_height": int(rec["height"]),
+                        "source_width": int(rec["width"]),
+                        "source_num_frames": int(rec["num_frames"]),
+                        "path": rec["path"],
+                        "bucket_resolution": str(res),
+                        "bucket_num_frames": int(t),
+                        "bucket_height": int(h),
+                        "bucket_width": int(w),
+                        "bucket_aspect_ratio": float(rec["bucket_aspect_ratio"]),
+                        "bucket_batch_size": int(rec["bucket_batch_size"]),
+                    }
+                )
+            if sum(p.shape[0] for p in pending) >= config.shard_rows:
+                flush()
+            bar.update(len(chunk))
+        flush()
+    bar.close()
+
+    index = pd.DataFrame(rows)
+    index["sample_id"] = index["id"].astype(str) + ":" + index["window"].astype(str)
+    index.to_parquet(tmp / INDEX_FILE, index=False)
+    latent_shape = list(load_file(str(tmp / index["shard"].iloc[0]))["latents"].shape[1:2])
+    info = {
+        "latent_channels": latent_shape[0],
+        "vae_downsample": int(vae.downsample_factor),
+        "caption_channels": int(embs[0].shape[-1]),
+        "caption_max_length": int(embs[0].shape[1]),
+        "frame_interval": buckets.frame_interval,
+        "rows": len(index),
+        "clips": int(index["id"].nunique()),
+    }
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.rename(output)
+    size = sum(f.stat().st_size for f in output.iterdir())
+    return CacheSummary(
+        rows=len(index), clips=int(index["id"].nunique()), skipped=int(skipped), captions=len(captions),
+        shards=shards, seconds=time.perf_counter() - t0, bytes=size,
+    )
+
+
+class FeatureCache:
+    """Reads a cache built by :func:`build_feature_cache`; all shards are held in memory.
+
+    ``index`` is the table the bucket sampler batches (its ``bucket_*`` columns are fixed);
+    :meth:`batch` returns the tensors of a list of index rows, which must share a bucket.
+    """
+
+    def __init__(self, root: str | Path, split: str | None = "train"):
+        self.root = Path(root)
+        if not (self.root / INDEX_FILE).exists():
+            raise FileNotFoundError(f"{self.root}: no feature cache here (run the `features` stage)")
+        self.info = json.loads((self.root / INFO_FILE).read_text())
+        index = pd.read_parquet(self.root / INDEX_FILE)
+        if split is not None:
+            index = index[index["split"] == split]
+        self.index = index.reset_index(drop=True)
+        caps = load_file(str(self.root / CAPTIONS_FILE))
+        self.caption_emb, self.caption_mask = caps["emb"], caps["mask"]
+        self._shards = {name: load_file(str(self.root / name))["latents"] for name in self.index["shard"].unique()}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        sel = self.index.iloc[rows]
+        latents = torch.stack([self._shards[s][r] for s, r in zip(sel["shard"], sel["row"])])
+        cap = torch.as_tensor(sel["caption_index"].to_numpy())
+        return {
+            "latents": latents,
+            "y": self.caption_emb[cap],
+            "mask": self.caption_mask[cap],
+            "height": torch.as_tensor(sel["bucket_height"].to_numpy(), dtype=torch.float32),
+            "width": torch.as_tensor(sel["bucket_width"].to_numpy(), dtype=torch.float32),
+            "num_frames": torch.as_tensor(sel["bucket_num_frames"].to_numpy(), dtype=torch.float32),
+            "fps": torch.as_tensor(sel["fps"].to_numpy(), dtype=torch.float32),
+        }

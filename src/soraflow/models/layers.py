@@ -1,0 +1,288 @@
+"""Building blocks of STDiT2: embedders, attention (spatial, temporal with RoPE, cross),
+MLP, the 2-D sin-cos position and the adaLN-single final layer.
+
+Tensors in the transformer are laid out ``[B, T, S, C]`` (batch, frames, spatial tokens of
+one frame, channels) so that the spatial attention sees ``[B*T, S, C]`` as a free view.
+All attention goes through :func:`torch.nn.functional.scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from soraflow.models.ops import Linear, modulate, modulated_linear
+
+__all__ = [
+    "Attention",
+    "CaptionEmbedder",
+    "CrossAttention",
+    "FinalLayer",
+    "Mlp",
+    "PatchEmbed",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "TimestepEmbedder",
+    "modulate",
+    "sincos_2d_position",
+    "timestep_embedding",
+]
+
+
+def timestep_embedding(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:
+    """GLIDE/DiT sinusoid of (possibly fractional) scalars ``t`` -> ``[*t.shape, dim]`` as
+    ``[cos, sin]``, always computed in fp32 (bf16 cannot tell timestep 998 from 1000)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[..., None] * freqs
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[..., :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar -> sinusoid(256) -> Linear -> SiLU -> Linear. Also the size/fps/frames embedder."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256) -> None:
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+
+    def forward(self, t: Tensor) -> Tensor:
+        freq = timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(freq.to(self.mlp[0].weight.dtype))
+
+
+class CaptionEmbedder(nn.Module):
+    """Text-encoder states -> model width (MLP with tanh GELU); holds the null caption.
+
+    ``null_embedding`` is a buffer drawn once at init (``randn / sqrt(C)``), never trained,
+    saved with the weights: Open-Sora's ``y_embedding``, used for caption dropout and CFG.
+    """
+
+    def __init__(self, in_channels: int, hidden_size: int, max_length: int) -> None:
+        super().__init__()
+        self.fc1 = Linear(in_channels, hidden_size)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = Linear(hidden_size, hidden_size)
+        self.register_buffer("null_embedding", torch.randn(max_length, in_channels) / in_channels**0.5)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(y)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping 3-D patches -> tokens ``[B, T, S, C]``.
+
+    Mathematically Open-Sora's ``Conv3d(kernel=stride=patch)`` (same weight shape), computed as
+    one matmul on the patch-major input, which writes tokens directly in ``[B, T, S, C]``
+    instead of a ``[B, C, T, H, W]`` map that then needs a transpose.
+    """
+
+    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, hidden_size: int) -> None:
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.weight = nn.Parameter(torch.empty(hidden_size, in_channels, *patch_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        nn.init.xavier_uniform_(self.weight.view(hidden_size, -1))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        b, c, t, h, w = x.shape
+        pt, ph, pw = self.patch_size
+        pad_t, pad_h, pad_w = (-t) % pt, (-h) % ph, (-w) % pw
+        if pad_t or pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h, 0, pad_t))
+        nt, nh, nw = (t + pad_t) // pt, (h + pad_h) // ph, (w + pad_w) // pw
+        x = x.reshape(b, c, nt, pt, nh, ph, nw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        x = x.reshape(b, nt, nh * nw, c * pt * ph * pw)
+        tokens = F.linear(x, self.weight.view(self.weight.shape[0], -1), self.bias)
+        return tokens, (nt, nh, nw)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim with a learned gain (Open-Sora's LlamaRMSNorm, eps 1e-6).
+
+    Statistics are accumulated in fp32 by the fused kernel whatever the input dtype.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding over a sequence axis (lucidrains' ``rotary_embedding_torch``
+    layout: frequencies ``theta^(-2i/d)``, each used for the interleaved channel pair
+    ``(2i, 2i+1)``).
+
+    ``freqs`` is a non-trainable parameter, as in the original (it is in the state dict
+    and in the parameter count: 36 of the 767,452,100 of STDiT2-XL/2).
+    """
+
+    def __init__(self, dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)
+        self.freqs = nn.Parameter(freqs, requires_grad=False)
+
+    def cos_sin(self, length: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+        """``cos, sin`` of shape ``[length, dim]`` (fp32), each angle repeated for its pair."""
+        pos = torch.arange(length, device=device or self.freqs.device, dtype=torch.float32)
+        angles = pos[:, None] * self.freqs.float()[None]
+        angles = angles.repeat_interleave(2, dim=-1)
+        return angles.cos(), angles.sin()
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotate ``x [..., L, dim]`` by position: ``x * cos + rotate_half(x) * sin``."""
+        x2 = x.unflatten(-1, (-1, 2))
+        rotated = torch.stack((-x2[..., 1], x2[..., 0]), dim=-1).flatten(-2)
+        return torch.addcmul(x * cos.to(x.dtype), rotated, sin.to(x.dtype))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with fused qkv, optional per-head q/k RMSNorm and RoPE.
+
+    ``legacy_rope_before_norm`` reproduces Open-Sora 1.1 (rotate, then normalise); the
+    default normalises, then rotates (the order the RoPE relative-position property needs).
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, qk_norm: bool = True, legacy_rope_before_norm: bool = False
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = Linear(dim, dim * 3, bias=True)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
+        self.legacy_rope_before_norm = legacy_rope_before_norm
+        self.proj = Linear(dim, dim)
+
+    def _norm(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``x [B, N, C]`` -> ``[B, N, C]`` (qkv, attention, output projection)."""
+        return self.proj(self.attend(self.qkv(x), rope))
+
+    def attend(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Attention on fused projections ``qkv [B, N, 3C]`` -> ``[B, N, C]`` (before ``proj``)."""
+        b, n, c3 = qkv.shape
+        qkv = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim], strided views (no copy)
+        if rope is not None and self.legacy_rope_before_norm:
+            q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
+            q, k = self._norm(q, k)
+        else:
+            q, k = self._norm(q, k)
+            if rope is not None:
+                q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2).reshape(b, n, c3 // 3)
+
+
+class CrossAttention(nn.Module):
+    """Queries from video tokens, keys/values from caption tokens; padding masked out.
+
+    ``attn_mask`` is ``[B, 1, 1, L]`` bool (True = attend). A caption row with no real token
+    is given an all-True mask and zero values, so its output is exactly zero (no NaN).
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q_linear = Linear(dim, dim)
+        self.kv_linear = Linear(dim, dim * 2)
+        self.proj = Linear(dim, dim)
+
+    def forward(
+        self, x: Tensor, cond: Tensor, attn_mask: Tensor | None = None, value_keep: Tensor | None = None
+    ) -> Tensor:
+        b, n, c = x.shape
+        q = self.q_linear(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = self.kv_linear(cond).view(b, cond.shape[1], 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        if value_keep is not None:
+            v = v * value_keep.to(v.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU(tanh) -> Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm, shift/scale from a learned ``[2, C]`` table plus the timestep embedding,
+    Linear to ``patch volume * out_channels`` (PixArt's T2IFinalLayer)."""
+
+    def __init__(self, hidden_size: int, patch_volume: int, out_channels: int) -> None:
+        super().__init__()
+        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
+        self.linear = Linear(hidden_size, patch_volume * out_channels)
+        self.fold_modulation = True
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """``x [B, T, S, C]``; ``t [B, T', C]`` with T' = 1 or T (per-frame timesteps)."""
+        b, frames, s, c = x.shape
+        mod = self.scale_shift_table[None, None] + t[:, :, None, :]  # [B, T', 2, C]
+        h = F.layer_norm(x, (c,), eps=1e-6)
+        if t.shape[1] == 1:
+            out = modulated_linear(h.view(b, frames * s, c), self.linear, mod[:, 0, 0], mod[:, 0, 1], self.fold_modulation)
+            return out.view(b, frames, s, -1)
+        return self.linear(modulate(h, mod[:, :, 0, None], mod[:, :, 1, None]))
+
+
+def sincos_2d_position(
+    grid_h: int, grid_w: int, dim: int, scale: Tensor, base_size: int | None = None
+) -> Tensor:
+    """Resolution-aware 2-D sin-cos position ``[B, grid_h * grid_w, dim]`` (fp32).
+
+    As Open-Sora's ``PositionEmbedding2D``: positions are ``arange(n) / scale * base_size / n``
+    per axis (``scale`` per sample, ``[B]``), the first half of the channels encode the
+    column (w) coordinate and the second half the row (h), each as ``[sin, cos]`` with
+    frequencies ``10000^(-k / (dim/4))``; tokens are ordered row-major (h, then w).
+    """
+    device = scale.device
+    quarter = dim // 4
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, quarter, dtype=torch.float32, device=device) / quarter))
+    ys = torch.arange(grid_h, dtype=torch.float32, device=device)
+    xs = torch.arange(grid_w, dtype=torch.float32, device=device)
+    if base_size is not None:
+        ys = ys * (base_size / grid_h)
+        xs = xs * (base_size / grid_w)
+    inv_scale = (1.0 / scale.float())[:, None, None]  # [B, 1, 1]
+    ang_w = xs[None, :, None] * inv_freq * inv_scale  # [B, W, q]
+    ang_h = ys[None, :, None] * inv_freq * inv_scale  # [B, H, q]
+    emb_w = torch.cat([ang_w.sin(), ang_w.cos()], dim=-1)  # [B, W, dim/2]
+    emb_h = torch.cat([ang_h.sin(), ang_h.cos()], dim=-1)  # [B, H, dim/2]
+    b = scale.shape[0]
+    emb = torch.cat(
+        [emb_w[:, None, :, :].expand(b, grid_h, grid_w, -1), emb_h[:, :, None, :].expand(b, grid_h, grid_w, -1)],
+        dim=-1,
+    )
+    return emb.reshape(b, grid_h * grid_w, dim)

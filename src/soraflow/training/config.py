@@ -1,0 +1,104 @@
+"""``train`` section of params.yaml: optimiser, precision, checkpoints, launch topology.
+
+Defaults follow Open-Sora 1.1 (AdamW, lr 2e-5 constant, no weight decay, clip 1.0, EMA 0.9999
+in fp32, caption dropout 0.1, a checkpoint every 500 steps); the demo values live in
+``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from soraflow.config_base import StrictModel
+
+_ENDPOINT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class TrainConfig(StrictModel):
+    """How to train: one optimizer step = ``grad_accum_steps`` micro-batches on every rank."""
+
+    #: Number of optimizer steps of this run (the stage's total, counted from its step 0).
+    steps: int = Field(1000, ge=1)
+    #: Optional cap in epochs (passes over the bucket sampler); the run stops at whichever of
+    #: ``steps`` and ``epochs`` comes first. Needs a sampler with ``len()``.
+    epochs: int | None = Field(None, ge=1)
+    lr: float = Field(2e-5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    #: Linear warmup from 0 to ``lr`` over this many steps (0: constant lr, the original).
+    warmup_steps: int = Field(0, ge=0)
+    #: Max global grad norm; 0 disables clipping (the norm is still computed and reported).
+    grad_clip: float = Field(1.0, ge=0.0)
+    grad_accum_steps: int = Field(1, ge=1, le=4096)
+    #: EMA decay per optimizer step; the EMA copy is kept in fp32.
+    ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
+    #: ``auto``: bf16 autocast on CUDA, fp32 on CPU. ``bf16``: autocast everywhere. ``fp32``: none.
+    mixed_precision: Literal["auto", "bf16", "fp32"] = "auto"
+    grad_checkpointing: bool = False
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    ckpt_every: int = Field(500, ge=1)
+    #: Complete checkpoints kept on disk (older ones are deleted); 0 keeps all.
+    keep_last_k: int = Field(3, ge=0)
+    #: ``auto``: newest complete checkpoint under ``output`` if any; ``none``: start fresh;
+    #: or the path of one checkpoint folder.
+    resume: str = "auto"
+    output: str = "models/train"
+    nproc_per_node: int = Field(1, ge=1, le=1024)
+    nnodes: int = Field(1, ge=1, le=4096)
+    node_rank: int = Field(0, ge=0)
+    #: ``host:port`` of the c10d rendezvous (multi-node); ignored on one node.
+    rdzv_endpoint: str = "localhost:29500"
+    #: Rendezvous id shared by all nodes of one job.
+    rdzv_id: str = Field("soraflow-train", min_length=1)
+    #: ``auto``: nccl on GPU, gloo on CPU.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    #: Probability of replacing a caption by the null caption (classifier-free guidance).
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0)
+    use_feature_cache: bool = True
+    #: DataLoader worker processes (0: load in the training process).
+    num_workers: int = Field(0, ge=0, le=64)
+    log_every: int = Field(1, ge=1)
+    #: ``torch.use_deterministic_algorithms(True)``: bitwise-reproducible runs on CPU.
+    deterministic: bool = False
+    #: Multi-stage training: a previous stage's checkpoint folder or final model folder whose
+    #: weights (and EMA) start this stage. Ignored when this stage resumes its own checkpoint.
+    init_from: str | None = None
+    #: Also load the optimizer state from ``init_from`` (a checkpoint folder); lr and weight
+    #: decay still come from this config.
+    init_optimizer: bool = False
+
+    @field_validator("resume")
+    @classmethod
+    def _resume_ok(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("empty; use auto, none or the path of a checkpoint folder")
+        return v
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint_ok(cls, v: str) -> str:
+        if not _ENDPOINT_RE.match(v):
+            raise ValueError(f"expected host:port, got {v!r}")
+        port = int(v.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} outside 1..65535")
+        return v
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from_ok(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be < nnodes {self.nnodes}")
+        if self.init_optimizer and not self.init_from:
+            raise ValueError("init_optimizer is true but init_from is not set")
+        return self

@@ -1,0 +1,204 @@
+"""run_evaluation end to end on a tiny rendered corpus, with a render-based "oracle" generator;
+the metrics file keys and plot files; quick_prompt_following. The real-model flow is slow."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from evaluation_helpers import RenderGenerator, one_torch_thread, tiny_stdit, write_cache, write_corpus  # noqa: F401
+from soraflow.config import Params
+from soraflow.diffusion import DiffusionConfig, build_diffusion
+
+REQUIRED = {
+    "color_accuracy", "shape_accuracy", "direction_accuracy",
+    "color_accuracy_chance", "shape_accuracy_chance", "direction_accuracy_chance",
+    "classifier_real_color_accuracy", "classifier_real_shape_accuracy", "classifier_real_direction_accuracy",
+    "fid", "fid_real_halves", "kid_mean", "kid_std", "heldout_loss",
+    "flicker", "frame_consistency", "motion_magnitude_moving", "motion_magnitude_moving_real",
+    "i2v_first_frame_psnr", "i2v_color_kept",
+}
+
+
+def _params(tmp_path: Path, **eval_overrides) -> Params:
+    ev = {
+        "num_prompts": 6, "samples_per_prompt": 2, "real_windows_per_clip": 2, "i2v_count": 2, "batch_size": 5,
+        "kid_subsets": 5, "metrics_path": str(tmp_path / "metrics" / "eval.json"), "plots_dir": str(tmp_path / "metrics"),
+        "classifier": {"width": 8, "feature_dim": 16, "epochs": 2, "windows_per_clip": 2, "batch_size": 8,
+                       "output": str(tmp_path / "clf")},
+    }
+    ev.update(eval_overrides)
+    return Params.model_validate({
+        "curate": {"output": str(tmp_path / "curated")},
+        "features": {"output": str(tmp_path / "features")},
+        "eval": ev,
+    })
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    write_corpus(root / "curated", np.random.default_rng(0), n_train=10, n_heldout=8)
+    write_cache(root / "features", {"32px": (4, 2, 4, 4)})
+    return root
+
+
+@pytest.fixture(scope="module")
+def classifier(corpus):
+    from soraflow.evaluation import train_eval_classifier
+
+    model, report = train_eval_classifier(_params(corpus), progress=False)
+    assert report["train_clips"] == 10 and report["val_clips"] > 0
+    assert (corpus / "clf" / "model.safetensors").is_file() and (corpus / "clf" / "report.json").is_file()
+    return model
+
+
+def _generator():
+    return RenderGenerator(model=tiny_stdit(), diffusion=build_diffusion(DiffusionConfig()))
+
+
+def test_run_evaluation_writes_the_metrics_file_and_plots(corpus, classifier):
+    from soraflow.evaluation.runner import evaluate_model, write_outputs
+
+    params = _params(corpus)
+    gen = _generator()
+    report = evaluate_model(params, gen, classifier=classifier, progress=False)
+    paths = write_outputs(report, params.eval)
+    metrics = json.loads((corpus / "metrics" / "eval.json").read_text())
+    assert REQUIRED <= set(metrics), REQUIRED - set(metrics)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    assert metrics["color_accuracy_chance"] == 0.25 and metrics["direction_accuracy_chance"] == 0.2
+    assert metrics["fid"] >= 0 and metrics["fid_real_halves"] > 0
+    assert metrics["fid_frames_generated"] <= metrics["fid_frames_real_half"]
+    assert "heldout_loss_t091" in metrics and "heldout_loss_32px_2x16x16" in metrics
+    # the oracle generator keeps the conditioning frame exactly (identity VAE): PSNR capped at 100 dB
+    assert metrics["i2v_first_frame_psnr"] == 100.0 and 0.0 <= metrics["i2v_color_kept"] <= 1.0
+    # prompts: held-out captions only, each sampled samples_per_prompt times with seeded batches
+    clips = pd.read_parquet(corpus / "curated" / "clips.parquet")
+    train_captions = set(clips.loc[clips["split"] == "train", "text"])
+    prompts = report.prompts["prompt"].tolist()
+    assert prompts and not set(prompts) & train_captions
+    t2v_calls = [c for c in gen.calls if c["reference"] is None]
+    assert sum(len(c["prompts"]) for c in t2v_calls) == 2 * len(prompts) == metrics["num_videos"]
+    assert [c["seed"] for c in t2v_calls] == list(range(len(t2v_calls)))
+    i2v_calls = [c for c in gen.calls if c["reference"] is not None]
+    assert len(i2v_calls) == 2 and all(c["mask_strategy"] == "0" for c in i2v_calls)
+    assert i2v_calls[0]["reference"][0].shape == (32, 32, 3)
+    # dvc plot files
+    by_t = pd.read_csv(corpus / "metrics" / "eval_loss_by_timestep.csv")
+    assert list(by_t.columns) == ["timestep", "loss"] and len(by_t) == 10
+    conf = pd.read_csv(corpus / "metrics" / "eval_confusion_direction.csv")
+    assert list(conf.columns) == ["actual", "predicted"] and len(conf) == metrics["num_videos"]
+    assert {p.name for p in paths} >= {"eval.json", "eval_loss_by_timestep.csv", "eval_loss_by_bucket.csv",
+                                       "eval_confusion_color.csv", "eval_confusion_shape.csv", "eval_i2v.csv"}
+    assert any("clipsim" in n for n in report.notes)  # absent, with its reason
+    # the MLflow figures render
+    from soraflow.evaluation.plots import confusion_figure, loss_by_timestep_figure, sample_grid_figure
+
+    confusion_figure({a: report.confusion(a) for a in ("color", "shape", "direction")})
+    loss_by_timestep_figure(report.loss.by_timestep(), report.loss.table)
+    sample_grid_figure(report.videos[:3], ["a", "b", "c"])
+
+
+def test_a_generator_that_ignores_motion_scores_lower_on_direction(corpus):
+    """With a classifier that reads motion (trained on 40 renders), a generator that reverses
+    every direction scores far below the faithful one on direction, not on colour."""
+    from evaluation_helpers import labelled
+
+    from soraflow.evaluation import run_evaluation
+    from soraflow.evaluation.classifier import ClassifierSpec, train_classifier
+
+    params = _params(corpus, heldout_loss=False, i2v=False, num_prompts=8, samples_per_prompt=2)
+    spec = ClassifierSpec(width=8, feature_dim=16, num_frames=8, height=32, width_px=32, frame_interval=2)
+    torch.manual_seed(0)
+    clf, _ = train_classifier(labelled(np.random.default_rng(1), 40), [], spec, epochs=12, windows_per_clip=4,
+                              batch_size=16, lr=3e-3, seed=0, progress=False)
+    good = run_evaluation(params, RenderGenerator(), classifier=clf, progress=False, write=False)
+    bad = run_evaluation(params, RenderGenerator(wrong_direction=True), classifier=clf, progress=False, write=False)
+    assert good["direction_accuracy"] >= 0.6, good
+    assert bad["direction_accuracy"] <= good["direction_accuracy"] - 0.4, (good, bad)
+    assert abs(bad["color_accuracy"] - good["color_accuracy"]) <= 0.25
+    assert good["motion_magnitude_moving"] > 1.0 and good["motion_magnitude_moving_real"] > 0.5
+    assert "heldout_loss" not in good and "i2v_first_frame_psnr" not in good
+
+
+def test_clip_features_and_clipsim_when_clip_weights_are_configured(corpus, classifier, tmp_path):
+    from evaluation_helpers import tiny_clip_weights
+
+    from soraflow.evaluation.runner import evaluate_model
+
+    arch, weights = tiny_clip_weights(tmp_path)
+    params = _params(corpus, heldout_loss=False, i2v=False, num_prompts=4, samples_per_prompt=1,
+                     feature_extractor=str(weights), clip_model=arch)
+    report = evaluate_model(params, RenderGenerator(), classifier=classifier, progress=False)
+    m = report.finite_metrics()
+    assert m["fid_uses_clip"] == 1.0 and 0.0 <= m["clipsim"] <= 100.0 and 0.0 <= m["clipsim_real"] <= 100.0
+    assert "clipsim" in report.predictions.columns and not any("clipsim" in n for n in report.notes)
+
+
+def test_quick_prompt_following(corpus, classifier):
+    from soraflow.evaluation import quick_prompt_following
+
+    gen = RenderGenerator()
+    prompts = ["a red circle moving left on a navy background", "a blue square standing still on a white background"]
+    out = quick_prompt_following(gen, classifier, prompts, num_frames=8, height=32, width=32, samples_per_prompt=2,
+                                 steps=3, seed=5)
+    assert out["num_videos"] == 4.0 and out["direction_accuracy_chance"] == 0.2
+    assert {"color_accuracy", "shape_accuracy", "direction_accuracy"} <= set(out)
+    assert gen.calls[0]["seed"] == 5 and gen.calls[0]["steps"] == 3
+    with pytest.raises(ValueError, match="demo template"):
+        quick_prompt_following(gen, classifier, ["a cat"], num_frames=8, height=32, width=32)
+    from soraflow.evaluation import quick_prompts
+
+    held = quick_prompts(_params(corpus), 3)
+    clips = pd.read_parquet(corpus / "curated" / "clips.parquet")
+    assert len(held) == 3 and not set(held) & set(clips.loc[clips["split"] == "train", "text"])
+
+
+def test_missing_inputs_are_clear_errors(tmp_path, classifier):
+    from soraflow.evaluation import run_evaluation
+
+    with pytest.raises(FileNotFoundError, match="curate"):
+        run_evaluation(_params(tmp_path), RenderGenerator(), classifier=classifier, progress=False)
+    with pytest.raises(FileNotFoundError, match="eval-classifier"):
+        run_evaluation(_params(tmp_path), RenderGenerator(), progress=False)
+
+
+@pytest.mark.slow
+def test_flows_with_a_real_tiny_model(corpus, tmp_path, mlflow_store, prefect_harness, monkeypatch):
+    """eval_classifier + evaluate flows on a real (random, tiny) STDiT2 + VAE + MiniLM folder,
+    logged to a private MLflow store."""
+    import mlflow
+    import yaml
+
+    from sampling_helpers import TEXT_MAX_LENGTH, write_model_folder, write_vae_folder
+
+    vae = write_vae_folder(tmp_path / "vae")
+    model = write_model_folder(tmp_path / "model", str(vae))
+    # held-out latents as the features stage would cache them for this model (MiniLM: 384 channels)
+    write_cache(tmp_path / "features", {"32px": (3, 8, 16, 16)}, caption_channels=384, caption_len=TEXT_MAX_LENGTH)
+    params = _params(corpus, i2v_count=1, num_prompts=4, samples_per_prompt=1)
+    data = params.model_dump(mode="json")
+    data["eval"]["classifier"]["output"] = str(tmp_path / "clf")
+    data["features"]["output"] = str(tmp_path / "features")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({k: data[k] for k in ("curate", "features", "eval")}))
+    monkeypatch.chdir(tmp_path)
+    from flows.evaluate import eval_classifier_flow, evaluate_flow
+
+    clf_metrics = eval_classifier_flow(params_path=str(tmp_path / "params.yaml"))
+    assert 0.0 <= clf_metrics["val_color_accuracy"] <= 1.0
+    assert Path("metrics/eval_classifier.json").is_file()
+    metrics = evaluate_flow(params_path=str(tmp_path / "params.yaml"), model=str(model))
+    assert REQUIRED - {"motion_magnitude_moving", "motion_magnitude_moving_real"} <= set(metrics)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`soraflow.stage` = 'evaluate'")
+    assert len(runs) == 1 and runs["metrics.fid"].notna().all()
+    run_id = runs["run_id"].iloc[0]
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
+    assert {"eval/confusion.png", "eval/samples.png", "eval/heldout_loss.png", "eval/eval.json"} <= names
+    assert torch.get_num_threads() >= 1

@@ -1,0 +1,326 @@
+"""STDiT2 behaviour: zero-init identity, caption masking, per-frame timesteps, RoPE order,
+position embedding, micro-conditioning, the fast paths against the plain ones, bf16."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models_helpers import inputs, one_thread, tiny_config, tiny_model  # noqa: F401
+from soraflow.models import build_model, ops
+from soraflow.models.layers import Attention, RotaryEmbedding, sincos_2d_position
+
+
+def test_fresh_temporal_branch_is_the_identity():
+    model = tiny_model(temporal=False)  # temporal out-projection left at its zero init
+    x, t, y, kw = inputs(frames=4)
+    kw["num_frames"] = torch.tensor([4, 4])
+    x_mask = torch.tensor([[True, False, True, True], [False, True, True, True]])
+    for xm in (None, x_mask):  # per-sample (folded) path and per-frame path
+        video = model(x, t, y, None, xm, **kw)
+        assert video.abs().mean() > 0.1
+        # temporal attention is the only place frames meet: with it at zero, every frame is
+        # processed exactly as if it were alone
+        for f in range(4):
+            frame_mask = None if xm is None else xm[:, f : f + 1]
+            alone = model(x[:, :, f : f + 1], t, y, None, frame_mask, **kw)
+            torch.testing.assert_close(video[:, :, f : f + 1], alone, rtol=1e-5, atol=1e-5)
+    before = model(x, t, y, **kw)
+    # the test can fail: a trained (non-zero) temporal projection couples the frames
+    with torch.no_grad():
+        model.blocks[0].attn_temp.proj.weight.normal_(std=0.1)
+    after = model(x, t, y, **kw)
+    assert (after - before).abs().max() > 1e-3
+    alone = model(x[:, :, :1], t, y, **kw)
+    assert (after[:, :, :1] - alone).abs().max() > 1e-3
+
+
+def test_fresh_temporal_branch_ignores_temporal_attention_weights():
+    model = tiny_model(temporal=False)
+    x, t, y, kw = inputs(frames=4)
+    before = model(x, t, y, **kw)
+    with torch.no_grad():
+        for b in model.blocks:
+            b.attn_temp.qkv.weight.normal_(std=1.0)
+            b.attn_temp.qkv.bias.normal_(std=1.0)
+    torch.testing.assert_close(model(x, t, y, **kw), before, rtol=0, atol=0)
+
+
+def test_fresh_model_outputs_zero_and_has_the_zero_inits():
+    model = build_model(tiny_config(), seed=0)
+    x, t, y, kw = inputs()
+    assert model(x, t, y, **kw).abs().max() == 0  # final linear is zero
+    for b in model.blocks:
+        assert b.cross_attn.proj.weight.abs().max() == 0 and b.attn_temp.proj.weight.abs().max() == 0
+        assert b.attn.proj.weight.abs().max() > 0
+    assert model.t_block.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_caption_padding_does_not_change_the_output():
+    model = tiny_model()
+    x, t, y, kw = inputs(caption_len=4)
+    plain = model(x, t, y, **kw)  # 4 real tokens, no mask
+    junk = torch.randn(2, 5, y.shape[-1]) * 10
+    padded = torch.cat([y, junk], dim=1)  # padded to 9 tokens with garbage
+    mask = torch.tensor([[1] * 4 + [0] * 5] * 2)
+    torch.testing.assert_close(model(x, t, padded, mask, **kw), plain, rtol=1e-5, atol=1e-5)
+    # different lengths per sample: sample 0 keeps 2 tokens
+    mask2 = torch.tensor([[1, 1] + [0] * 7, [1] * 4 + [0] * 5])
+    out = model(x, t, padded, mask2, **kw)
+    torch.testing.assert_close(out[1], plain[1], rtol=1e-5, atol=1e-5)
+    short = model(x[:1], t[:1], y[:1, :2], height=kw["height"][:1], width=kw["width"][:1])
+    torch.testing.assert_close(out[:1], short, rtol=1e-5, atol=1e-5)
+    # and the mask matters: unmasked garbage changes the output
+    assert (model(x, t, padded, **kw) - plain).abs().max() > 1e-3
+
+
+def test_fully_padded_caption_row_is_finite_and_attends_to_nothing():
+    model = tiny_model()
+    x, t, y, kw = inputs()
+    mask = torch.tensor([[1] * 6, [0] * 6])
+    out = model(x, t, y, mask, **kw)
+    assert torch.isfinite(out).all()
+    # row 1 equals a run where cross-attention contributes only its output bias (zero context)
+    hooks = [
+        b.cross_attn.register_forward_hook(lambda m, a, o: m.proj.bias.expand_as(o).clone()) for b in model.blocks
+    ]
+    ref = model(x, t, y, **kw)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-5, atol=1e-5)
+    # gradients stay finite too
+    model.train()
+    model(x, t, y, mask, **kw).square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _block_inputs(model, *args, **kwargs):
+    seen = {}
+
+    def grab(module, args_, kwargs_):
+        seen["t_spatial"], seen["t_temporal"] = args_[2].clone(), args_[3].clone()
+
+    h = model.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+    out = model(*args, **kwargs)
+    h.remove()
+    return out, seen
+
+
+def test_per_frame_timesteps_use_t0_modulation_on_conditioning_frames():
+    model = tiny_model()
+    x, t, y, kw = inputs(frames=4)
+    t = torch.tensor([700, 300])
+    x_mask = torch.tensor([[False, True, True, False], [True, True, False, True]])
+    _, mixed = _block_inputs(model, x, t, y, None, x_mask, **kw)
+    _, with_t = _block_inputs(model, x, t, y, **kw)
+    _, with_0 = _block_inputs(model, x, torch.zeros_like(t), y, **kw)
+    for key in ("t_spatial", "t_temporal"):
+        assert mixed[key].shape[1] == 4  # one modulation per frame
+        for b in range(2):
+            for f in range(4):
+                ref = with_t if x_mask[b, f] else with_0
+                torch.testing.assert_close(mixed[key][b, f], ref[key][b, 0])
+    # all frames conditioning == timestep 0 everywhere (final layer included)
+    all_cond = model(x, t, y, None, torch.zeros(2, 4, dtype=torch.bool), **kw)
+    torch.testing.assert_close(all_cond, model(x, torch.zeros_like(t), y, **kw), rtol=1e-5, atol=1e-5)
+    # all frames generated == no mask (per-frame path == folded per-sample path)
+    all_gen = model(x, t, y, None, torch.ones(2, 4, dtype=torch.bool), **kw)
+    torch.testing.assert_close(all_gen, model(x, t, y, **kw), rtol=1e-5, atol=1e-5)
+
+
+def test_folded_modulation_equals_elementwise(monkeypatch):
+    model = tiny_model().double()
+    x, t, y, kw = inputs(frames=4, height=8, width=8)
+    x = x.double()
+    y = y.double()
+    monkeypatch.setattr(ops, "FOLD_RATIO", 0)  # fold every layer
+    model.train()
+    folded = model(x, t, y, **kw)
+    folded.square().mean().backward()
+    g_folded = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.set_fold_modulation(False)
+    plain = model(x, t, y, **kw)
+    plain.square().mean().backward()
+    torch.testing.assert_close(folded, plain, rtol=1e-6, atol=1e-6)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(g_folded[n], p.grad, rtol=1e-6, atol=1e-8, msg=n)
+    # the per-frame path with the same modulation on every frame == the per-sample paths
+    block = model.blocks[0]
+    g = torch.Generator().manual_seed(3)
+    xb = torch.randn(2, 4, 16, 48, generator=g, dtype=torch.float64)
+    yb = torch.randn(2, 6, 48, generator=g, dtype=torch.float64)
+    ts = torch.randn(2, 1, 6 * 48, generator=g, dtype=torch.float64)
+    tt = torch.randn(2, 1, 3 * 48, generator=g, dtype=torch.float64)
+    rope = tuple(r.double() for r in model.rope.cos_sin(4))
+    per_frame = block(xb, yb, ts.expand(2, 4, -1), tt.expand(2, 4, -1), rope)
+    for fold in (True, False):
+        block.fold_modulation = fold
+        torch.testing.assert_close(block(xb, yb, ts, tt, rope), per_frame, rtol=1e-9, atol=1e-9)
+
+
+def test_rope_norm_then_rotate_gives_relative_positions():
+    torch.manual_seed(0)
+    attn = Attention(32, 2, qk_norm=True)
+    with torch.no_grad():
+        attn.q_norm.weight.uniform_(0.5, 1.5)
+        attn.k_norm.weight.uniform_(0.5, 1.5)
+    rope = RotaryEmbedding(16)
+    # the same token at every position: with norm-then-rotate, scores depend on offsets only
+    qkv = attn.qkv(torch.randn(1, 1, 32)).expand(1, 6, 96)
+    scores = {}
+    for legacy in (False, True):
+        attn.legacy_rope_before_norm = legacy
+        captured = {}
+
+        def sdpa(q, k, v, **_):
+            captured["s"] = q @ k.transpose(-1, -2)
+            return v
+
+        orig = torch.nn.functional.scaled_dot_product_attention
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+        try:
+            attn.attend(qkv, rope.cos_sin(6))
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = orig
+        scores[legacy] = captured["s"][0, 0]
+    s = scores[False]
+    for off in range(1, 5):
+        diag = torch.diagonal(s, offset=off)
+        torch.testing.assert_close(diag, diag[:1].expand_as(diag), rtol=1e-5, atol=1e-5)
+    # the legacy order (rotate, then normalise with a non-uniform gain) breaks it
+    diag = torch.diagonal(scores[True], offset=1)
+    assert (diag - diag[0]).abs().max() > 1e-3
+
+
+def test_rope_matches_the_interleaved_pair_rotation():
+    rope = RotaryEmbedding(8)
+    x = torch.randn(3, 8)
+    cos, sin = rope.cos_sin(3)
+    out = RotaryEmbedding.rotate(x, cos, sin)
+    for pos in range(3):
+        for i in range(4):
+            theta = pos * 10000 ** (-2 * i / 8)
+            a, b = x[pos, 2 * i], x[pos, 2 * i + 1]
+            assert out[pos, 2 * i].item() == pytest.approx((a * math.cos(theta) - b * math.sin(theta)).item(), abs=1e-5)
+            assert out[pos, 2 * i + 1].item() == pytest.approx((b * math.cos(theta) + a * math.sin(theta)).item(), abs=1e-5)
+
+
+def _original_pos_embed(dim, h, w, scale, base_size):
+    """Open-Sora's get_2d_sincos_pos_embed (MAE's numpy code with scale and base_size)."""
+
+    def one_d(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    grid_h = np.arange(h, dtype=np.float32) / scale * (base_size / h)
+    grid_w = np.arange(w, dtype=np.float32) / scale * (base_size / w)
+    grid = np.stack(np.meshgrid(grid_w, grid_h), axis=0).reshape(2, 1, h, w)
+    return np.concatenate([one_d(dim // 2, grid[0]), one_d(dim // 2, grid[1])], axis=1)
+
+
+@pytest.mark.parametrize(("h", "w", "pixels"), [(4, 4, (32, 32)), (3, 5, (240, 424)), (6, 2, (512, 160))])
+def test_position_embedding_matches_the_original_formula(h, w, pixels):
+    scale = math.sqrt(pixels[0] * pixels[1]) / 512
+    base = round((h * w) ** 0.5)
+    ours = sincos_2d_position(h, w, 48, torch.tensor([scale, 2 * scale]), base_size=base)
+    np.testing.assert_allclose(ours[0].numpy(), _original_pos_embed(48, h, w, scale, base), atol=1e-5)
+    np.testing.assert_allclose(ours[1].numpy(), _original_pos_embed(48, h, w, 2 * scale, base), atol=1e-5)
+
+
+def test_micro_conditioning_is_wired():
+    model = tiny_model()
+    x, t, y, kw = inputs()
+    base = model(x, t, y, **kw)
+    # default aspect ratio is H/W (one definition everywhere)
+    torch.testing.assert_close(base, model(x, t, y, ar=kw["height"] / kw["width"], **kw))
+    assert (base - model(x, t, y, ar=kw["width"] / kw["height"], **kw)).abs().max() > 1e-4
+    # default frames = T, default fps = config.default_fps
+    torch.testing.assert_close(base, model(x, t, y, num_frames=torch.tensor([3, 3]), fps=24, **kw))
+    for extra in ({"fps": 8}, {"num_frames": 12}):
+        assert (base - model(x, t, y, **kw, **extra)).abs().max() > 1e-4
+    other_size = {"height": kw["height"] * 2, "width": kw["width"]}
+    assert (base - model(x, t, y, **other_size)).abs().max() > 1e-4
+    # per-sample values: sample 1 alone gives the same result as in the batch
+    alone = model(x[1:], t[1:], y[1:], height=kw["height"][1:], width=kw["width"][1:])
+    torch.testing.assert_close(alone, base[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_timestep_accepts_long_and_float():
+    model = tiny_model()
+    x, t, y, kw = inputs()
+    torch.testing.assert_close(model(x, t, y, **kw), model(x, t.float(), y, **kw))
+    assert (model(x, t.float() + 0.5, y, **kw) - model(x, t, y, **kw)).abs().max() > 0
+
+
+def test_caption_as_b1lc_and_null_caption():
+    model = tiny_model()
+    x, t, y, kw = inputs()
+    torch.testing.assert_close(model(x, t, y[:, None], **kw), model(x, t, y, **kw))
+    y_null, mask = model.null_caption(2)
+    assert y_null.shape == (2, 6, 16) and mask.shape == (2, 6) and mask.all()
+    torch.testing.assert_close(y_null[0], model.y_embedder.null_embedding)
+    assert torch.isfinite(model(x, t, y_null, mask, **kw)).all()
+    short, short_mask = model.null_caption(3, length=4)
+    assert short.shape == (3, 4, 16) and short_mask.all()
+    long, long_mask = model.null_caption(1, length=9)
+    assert long.shape == (1, 9, 16) and long_mask[0].tolist() == [True] * 6 + [False] * 3
+    # the null embedding is a buffer: saved, not trained
+    assert "y_embedder.null_embedding" in model.state_dict()
+    assert all("null_embedding" not in n for n, _ in model.named_parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny_model().train()
+    x, t, y, kw = inputs()
+    x_mask = torch.tensor([[True, False, True], [True, True, True]])
+    grads = []
+    for ckpt in (False, True):
+        model.set_grad_checkpointing(ckpt)
+        model.zero_grad()
+        model(x, t, y, None, x_mask, **kw).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], msg=n)
+
+
+def test_bf16_autocast_forward_and_backward_are_finite_and_close():
+    model = tiny_model().train()
+    x, t, y, kw = inputs()
+    ref = model(x, t, y, **kw)
+    ref.square().mean().backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, t, y, **kw)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).norm() / ref.norm() < 0.05
+    out.square().mean().backward()
+    for n, p in model.named_parameters():
+        if n in ref_grads and ref_grads[n].norm() > 1e-6:
+            assert torch.isfinite(p.grad).all(), n
+            assert (p.grad - ref_grads[n]).norm() / ref_grads[n].norm() < 0.15, n
+
+
+@pytest.mark.parametrize("layout", ["TN", "NT"])
+def test_lowp_cpu_linear_matches_autograd(layout):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 24, generator=g).bfloat16().requires_grad_()
+    w = torch.randn(36, 24, generator=g).bfloat16().requires_grad_()
+    b = torch.randn(36, generator=g).bfloat16().requires_grad_()
+    out = ops._CpuLowpLinear.apply(x, w, b, layout)
+    grad = torch.randn(10, 36, generator=g).bfloat16()
+    out.backward(grad)
+    x64, w64, b64 = (v.detach().double().requires_grad_() for v in (x, w, b))
+    ref = torch.nn.functional.linear(x64, w64, b64)
+    ref.backward(grad.double())
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=5e-2)
+    for ours, theirs in ((x.grad, x64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        torch.testing.assert_close(ours.double(), theirs, rtol=2e-2, atol=1e-1)
+    assert ops.lowp_layout(torch.bfloat16) in ("TN", "NT")
