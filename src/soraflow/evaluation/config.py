@@ -21,14 +21,14 @@ class EvalClassifierConfig(StrictModel):
     """
 
     #: Width of the first conv layer (later layers are 2x); features are ``feature_dim`` wide.
-    width: int = Field(24, ge=4, le=512)
+    width: int = Field(16, ge=4, le=512)
     #: Width of the per-frame features: the FID/KID features on the demo.
     feature_dim: int = Field(64, ge=4, le=2048)
     #: Passes over the training clips; one epoch draws ``windows_per_clip`` random windows per clip.
     epochs: int = Field(20, ge=1, le=10_000)
     windows_per_clip: int = Field(8, ge=1, le=1024)
     batch_size: int = Field(32, ge=1, le=4096)
-    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    lr: float = Field(3e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
     #: Augmentation probabilities. Horizontal flip swaps left/right; vertical flip swaps up/down
     #: (never applied to triangles, whose flipped form the corpus never shows); time reversal

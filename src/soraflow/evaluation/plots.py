@@ -59,19 +59,26 @@ def loss_by_timestep_figure(by_timestep: pd.DataFrame, by_bucket_table: pd.DataF
     return fig
 
 
-def sample_grid_figure(videos: np.ndarray, titles: Sequence[str], max_frames: int = 8):
-    """One row per video (frames left to right), its title above (prompt and predicted labels)."""
+def sample_grid_figure(videos: np.ndarray, titles: Sequence[str], max_frames: int = 8, scale: int = 4):
+    """One row per video (its frames side by side, enlarged), its title above (prompt and
+    predicted labels)."""
     plt = _plt()
-    n = len(videos)
-    t = min(max_frames, videos.shape[1])
-    idx = np.linspace(0, videos.shape[1] - 1, t).round().astype(int)
-    fig, axes = plt.subplots(n, t, figsize=(1.1 * t, 1.45 * n), squeeze=False)
-    for r in range(n):
-        for c, fi in enumerate(idx):
-            ax = axes[r][c]
-            ax.imshow(videos[r, fi], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r][0].set_title(titles[r], fontsize=6, loc="left")
-    fig.tight_layout(h_pad=0.6, w_pad=0.1)
+    n, t_all, h, w = videos.shape[:4]
+    t = min(max_frames, t_all)
+    idx = np.linspace(0, t_all - 1, t).round().astype(int)
+    gap = np.full((h, 2, 3), 255, np.uint8)
+    rows = []
+    for v in videos:
+        parts = []
+        for k, fi in enumerate(idx):
+            parts += [v[fi]] + ([gap] if k + 1 < t else [])
+        rows.append(np.concatenate(parts, axis=1).repeat(scale, axis=0).repeat(scale, axis=1))
+    row_w, row_h = rows[0].shape[1], rows[0].shape[0]
+    fig_w = max(4.0, row_w / 120)
+    fig, axes = plt.subplots(n, 1, figsize=(fig_w, n * (row_h / 120 + 0.45)), squeeze=False)
+    for ax, row, title in zip(axes[:, 0], rows, titles):
+        ax.imshow(row, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=7, loc="left")
+    fig.tight_layout(h_pad=0.4)
     return fig

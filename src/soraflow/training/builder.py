@@ -117,7 +117,9 @@ def build_components(params, ctx) -> Components:
         from soraflow.encoders import load_text_encoder, load_vae
 
         clips = pd.read_parquet(Path(params.curate.output) / "clips.parquet")
-        clips = clips[clips["split"] == "train"].reset_index(drop=True)
+        # Clip files are already cut: start_frame/end_frame are provenance (source frames), not offsets.
+        clips = clips[clips["split"] == "train"].drop(columns=["start_frame", "end_frame"], errors="ignore")
+        clips = clips.reset_index(drop=True)
         sampler = BucketSampler(clips, params.buckets, num_replicas=ctx.world_size, rank=ctx.rank, seed=cfg.seed)
         base = VideoClipDataset(clips, root=".", frame_interval=params.buckets.frame_interval)
         dataset = _OnlineSamples(base)
