@@ -120,7 +120,12 @@ def test_dataset_with_sampler_and_dataloader(video_path, image_path):
     # 48x64 = 3072 px: 64px needs 0.8 * 4096 = 3276.8 -> too small; 32px (1024) fits.
     # T=20 and 40 > 4 * 3 -> frame bucket 4; H/W = 0.75 -> key 0.56 (|0.19| < |0.25|) -> 32x48.
     # The image (30x50 = 1500 px) fits 32px too: frame bucket 1, H/W 0.6 -> 0.56 -> 32x48.
-    config = BucketsConfig(bucket_config={"32px": {4: [1.0, 3], 1: [1.0, 1]}}, frame_interval=3, seed=1)
+    config = BucketsConfig(
+            bucket_config={"32px": {4: [1.0, 3], 1: [1.0, 1]}},
+            extra_resolutions={"32px": {"pixels": 1024, "aspect_ratios": ["9:16", "1:1", "16:9"], "snap": 16}},
+            frame_interval=3,
+            seed=1,
+        )
     sampler = BucketSampler(df, config)
     dataset = VideoClipDataset(df, root, frame_interval=3)
     batches = list(DataLoader(dataset, batch_sampler=sampler, num_workers=0))
