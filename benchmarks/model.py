@@ -172,11 +172,11 @@ def run(
         "step_cpu_seconds_all": cpu_times,
         "load_average": list(os.getloadavg()),
         "mfu": flops / step_seconds / peak,
-        # load-insensitive companion (not the MFU definition): FLOPs per CPU-second of the best
-        # step over the best matmul FLOPs per CPU-second; equals mfu on an idle machine with
-        # perfect thread scaling.
-        "peak_flops_per_cpu_second": peak_cpu,
-        "mfu_cpu_time": flops / min(cpu_times) / peak_cpu,
+        # load-insensitive companion (not the MFU definition), single-thread runs only: FLOPs
+        # per CPU-second of the best step over the best matmul FLOPs per CPU-second; equals
+        # mfu when the process has its core to itself.
+        "peak_flops_per_cpu_second": peak_cpu if torch.get_num_threads() == 1 else None,
+        "mfu_cpu_time": flops / min(cpu_times) / peak_cpu if torch.get_num_threads() == 1 else None,
         "activation_mb": saved_bytes / 2**20,
         "compiled": compile_blocks,
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,10 @@ def load_offline(resolved: ResolvedRef, loader: Callable[..., T], what: str, **k
     network.
     """
     try:
-        return loader(resolved.location, local_files_only=True, **kwargs)
+        with warnings.catch_warnings():
+            # diffusers still passes a deprecated argument to huggingface_hub on cache look-ups.
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return loader(resolved.location, local_files_only=True, **kwargs)
     except (OSError, ValueError) as err:
         if resolved.is_local:
             raise EncoderNotFoundError(
