@@ -1,7 +1,7 @@
 """Demo VAE: reconstruction PSNR and training time with the params.yaml settings.
 
     .venv/bin/python benchmarks/encoders_vae.py --size 32 --size 64 [--source synthetic|flat|demo]
-        [--frames 400] [--steps N] [--threads T] [--set key=value ...]
+        [--frames 400] [--steps N] [--set key=value ...]   (e.g. --set threads=2)
 
 ``synthetic``: coloured shapes on plain / gradient / sharp checker backgrounds; ``flat``:
 plain and gradient backgrounds only; ``demo``: scenes drawn by the demo corpus renderer (``soraflow.demo``),
@@ -21,25 +21,8 @@ import torch
 import yaml
 
 from soraflow.config import load_params
+from soraflow.demo.render import sample_demo_frames
 from soraflow.encoders import VAEDemoTrainConfig, synthetic_frames, train_demo_vae
-
-
-def demo_frames(num: int, size: int, seed: int) -> np.ndarray:
-    from soraflow.demo.config import DemoConfig
-    from soraflow.demo.render import render_scene_frames
-    from soraflow.demo.spec import random_scene
-
-    rng = np.random.default_rng(seed)
-    cfg = DemoConfig()
-    out = []
-    while len(out) < num:
-        spec = random_scene(rng, cfg, static=bool(rng.random() < 0.15), with_text=bool(rng.random() < 0.15))
-        clip = render_scene_frames(spec, 144, 144, 24)
-        for t in rng.choice(len(clip), size=4, replace=False):
-            x = torch.from_numpy(clip[t]).permute(2, 0, 1)[None].float()
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-            out.append(x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
-    return np.stack(out[:num])
 
 
 def main() -> None:
@@ -48,12 +31,9 @@ def main() -> None:
     ap.add_argument("--source", choices=["synthetic", "flat", "demo"], default="synthetic")
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--steps", type=int, default=None, help="override vae.demo_train.steps")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--set", action="append", default=[], help="vae.demo_train key=value (YAML value)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     base = load_params(args.params).vae.demo_train.model_dump()
     for item in args.set:
         key, value = item.split("=", 1)
@@ -62,7 +42,7 @@ def main() -> None:
         base["steps"] = args.steps
     for size in args.size or [32, 64]:
         if args.source == "demo":
-            frames = demo_frames(args.frames, size, seed=0)
+            frames = sample_demo_frames(args.frames, size, seed=0)
         else:
             kinds = ("plain", "gradient", "checker") if args.source == "synthetic" else ("plain", "gradient")
             frames = synthetic_frames(args.frames, size, seed=0, backgrounds=kinds)
@@ -77,7 +57,7 @@ def main() -> None:
                     "source": args.source,
                     "frame_size": size,
                     "frames": args.frames,
-                    "threads": torch.get_num_threads(),
+                    "threads": cfg.threads or torch.get_num_threads(),
                     "steps": r.steps,
                     "train_seconds": round(r.seconds, 1),
                     "total_seconds": round(total, 1),

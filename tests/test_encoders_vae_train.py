@@ -145,15 +145,20 @@ def test_reconstruction_figure(trained, tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap (issue 6): the default demo VAE measured 24.3 dB on a clean clone, below the 28 dB target; "
-    "the target stays, the defaults need tuning",
-)
 def test_default_demo_vae_reaches_target_psnr(tmp_path) -> None:
-    """The params defaults on flat-coloured frames (the demo's kind): >= 28 dB held-out."""
-    frames = synthetic_frames(300, 32, seed=5, backgrounds=("plain", "gradient"))
+    """The params defaults (~3.5 min on one core) on frames of the demo's kind: >= 28 dB held-out.
+
+    Frames come from the demo corpus renderer at the training scale (32 px). The image-to-video
+    target needs >= 25 dB after the VAE round trip, so 28 dB leaves the diffusion model room.
+    """
+    from soraflow.demo.render import sample_demo_frames
+
+    frames = sample_demo_frames(300, 32, seed=5)
     r = train_demo_vae(frames, VAEDemoTrainConfig(), tmp_path / "vae", progress=False)
     assert r.psnr >= 28.0, r.psnr
+    assert np.mean(r.mse[-100:]) < 0.05 * np.mean(r.mse[:20])
     vae = VideoVAE.from_pretrained(str(r.path))
     assert vae.downsample_factor == 4 and vae.latent_channels == 4
+    originals = torch.stack(r.originals)
+    z = vae.encode(originals.permute(1, 0, 2, 3)[None])
+    assert 0.5 < float(z.std()) < 2.0

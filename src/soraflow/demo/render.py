@@ -296,3 +296,28 @@ def iter_media_frames(media: MediaSpec) -> Iterator[np.ndarray]:
     """Every frame of a media file, scene after scene (hard cuts between them)."""
     for scene, n in zip(media.scenes, media.scene_frames):
         yield from iter_scene_frames(scene, media.width, media.height, n)
+
+
+def sample_demo_frames(num: int, size: int, seed: int, static_fraction: float = 0.15, text_fraction: float = 0.15) -> np.ndarray:
+    """``num`` frames of random demo scenes, resized to ``size`` x ``size``: ``[num, size, size, 3]`` uint8.
+
+    Scenes are drawn with the corpus's own renderer at 144 px (4 frames each) and downsized with
+    an antialiased bilinear filter, as curation and the feature cache do; for VAE tests and
+    benchmarks that need frames of the demo's kind without building the corpus.
+    """
+    import torch  # the resize matches the feature cache's; torch is a core dependency
+
+    from soraflow.demo.config import DemoConfig
+    from soraflow.demo.spec import random_scene
+
+    rng = np.random.default_rng(seed)
+    cfg = DemoConfig()
+    out: list[np.ndarray] = []
+    while len(out) < num:
+        spec = random_scene(rng, cfg, static=bool(rng.random() < static_fraction), with_text=bool(rng.random() < text_fraction))
+        clip = render_scene_frames(spec, 144, 144, 24)
+        for t in rng.choice(len(clip), size=4, replace=False):
+            x = torch.from_numpy(clip[t]).permute(2, 0, 1)[None].float()
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            out.append(x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
+    return np.stack(out[:num])

@@ -11,11 +11,12 @@ model sees roughly zero-mean, unit-variance latents.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,6 +260,18 @@ def _latent_stats(ae, frames: Sequence[torch.Tensor], batch: int) -> tuple[float
     return mean, math.sqrt(var)
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with ``threads`` intra-op threads (None: unchanged), then restore the count."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_demo_vae(
     frames: FrameSource,
     config: VAEDemoTrainConfig,
@@ -274,7 +287,20 @@ def train_demo_vae(
     given, else a seeded ``config.val_fraction`` of ``frames`` (at least one). Deterministic for
     a given seed and thread count. The folder holds the diffusers ``config.json`` +
     ``diffusion_pytorch_model.safetensors`` and a ``training.json`` with the figures.
+    Runs with ``config.threads`` torch threads and restores the previous count.
     """
+    with _torch_threads(config.threads):
+        return _train_demo_vae(frames, config, output_dir, progress, val_frames, num_examples)
+
+
+def _train_demo_vae(
+    frames: FrameSource,
+    config: VAEDemoTrainConfig,
+    output_dir: str | Path,
+    progress: bool,
+    val_frames: FrameSource | None,
+    num_examples: int,
+) -> VAETrainResult:
     cfg = config
     t_start = time.perf_counter()
     output_dir = Path(output_dir)
