@@ -131,6 +131,23 @@ def test_validation_failure_is_readable(small_corpus, tmp_path):
     assert not empty.success and "row_count" in empty.summary
 
 
+def test_validation_data_docs_with_relative_output(small_corpus, tmp_path, monkeypatch):
+    """The pipeline passes a relative output folder (``data/curated``); GX data docs need it absolute."""
+    from soraflow.curation.config import CurateConfig
+    from soraflow.curation.inputs import dedupe_sources, discover_inputs
+    from soraflow.curation.pipeline import curate_source
+    from soraflow.curation.validation import validate_clips
+
+    cfg = CurateConfig(input=str(small_corpus / "raw"), output=str(tmp_path / "out"))
+    sources, problems = dedupe_sources(discover_inputs(cfg.input)[:2])
+    outcomes = [curate_source(i, s, cfg, tmp_path / "out" / ".work") for i, s in sources]
+    tables = assemble_tables(outcomes, problems, cfg.output, cfg.heldout_fraction)
+    monkeypatch.chdir(tmp_path)
+    report = validate_clips(tables.clips, Path("rel") / "curated", data_docs=True)
+    assert report.success, report.summary
+    assert (tmp_path / "rel" / "curated" / "validation" / "docs" / "index.html").is_file()
+
+
 @pytest.mark.slow
 def test_ground_truth_on_full_demo_corpus(tmp_path):
     """The issue's acceptance figures on the default demo corpus (48 videos, 6 stills)."""

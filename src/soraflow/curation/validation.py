@@ -123,7 +123,8 @@ def validate_clips(clips: pd.DataFrame, output: str | Path, min_rows: int = 1, d
 
     # GX logs every registration at INFO; keep its warnings only.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    folder = Path(output) / "validation"
+    # GX's data-docs store needs an absolute base directory (a relative one raises at build time).
+    folder = Path(output).resolve() / "validation"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
