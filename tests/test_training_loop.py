@@ -258,3 +258,34 @@ def test_fsdp2_in_one_process(tmp_path):
     resumed, _, _ = run(make_cfg(tmp_path / "out", steps=6, ckpt_every=2, strategy="fsdp2"))
     assert resumed.step == 6
     assert not torch.distributed.is_initialized()
+
+
+def test_evaluate_hook_runs_when_due_and_joins_the_metric_line(tmp_path):
+    """``Components.evaluate`` runs every ``evaluate_every`` steps and at the last step, with
+    the unwrapped model in its training mode restored; its metrics join that step's line even
+    between logging steps, and rates exclude its time. Training itself is unchanged."""
+    import time as _time
+
+    plain, _, _ = run(make_cfg(tmp_path / "plain", steps=7, log_every=5))
+    cfg = make_cfg(tmp_path / "eval", steps=7, log_every=5)
+    comp = build(cfg)
+    calls: list[int] = []
+
+    def evaluate(step, model):
+        assert model is comp.model and model.training
+        model.eval()
+        with torch.random.fork_rng():
+            torch.randn(100)  # an evaluation may draw noise, inside fork_rng
+        _time.sleep(0.2)
+        calls.append(step)
+        model.train()
+        return {"probe/step_seen": float(step)}
+
+    comp.evaluate, comp.evaluate_every = evaluate, 3
+    result, metrics, _ = run(cfg, comp)
+    assert calls == [3, 6, 7]
+    assert sorted(metrics) == [3, 5, 6, 7]  # 5: a plain logging step
+    assert all(metrics[s]["probe/step_seen"] == s for s in (3, 6, 7)) and "probe/step_seen" not in metrics[5]
+    assert metrics[3]["samples_per_s"] > 4 / 0.2  # the 0.2 s evaluation is not in the rate
+    a, b = load_weights(plain.final_dir, "model.safetensors"), load_weights(result.final_dir, "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -228,7 +228,7 @@ class FeatureCache:
     def batch(self, rows: list[int]) -> dict[str, torch.Tensor]:
         sel = self.index.iloc[rows]
         latents = torch.stack([self._shards[s][r] for s, r in zip(sel["shard"], sel["row"])])
-        cap = torch.as_tensor(sel["caption_index"].to_numpy())
+        cap = torch.as_tensor(sel["caption_index"].to_numpy(copy=True))
         return {
             "latents": latents,
             "y": self.caption_emb[cap],

@@ -24,6 +24,7 @@ from soraflow.buckets.sampler import EpochPlan, plan_epoch
 from soraflow.buckets.draws import PURPOSE_CLIP_SEED, hash_u64
 from soraflow.features.cache import IMAGE_FPS, FeatureCache
 from soraflow.training.components import Components, drop_captions
+from soraflow.training.prompt_eval import build_prompt_eval
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,8 @@ def build_components(params, ctx) -> Components:
         num_timesteps=params.diffusion.num_timesteps,
         save_model=save_model,
         on_batch=encode,
+        evaluate=build_prompt_eval(params, ctx),
+        evaluate_every=cfg.prompt_eval_every,
         info=info,
     )
 

@@ -69,6 +69,14 @@ class TrainConfig(StrictModel):
     #: Also load the optimizer state from ``init_from`` (a checkpoint folder); lr and weight
     #: decay still come from this config.
     init_optimizer: bool = False
+    #: Prompt following during training (``soraflow.training.prompt_eval``): every N steps
+    #: (and at the end) rank 0 samples the held-out prompts and logs ``prompt/*_accuracy``;
+    #: 0 = off. Needs the ``eval_classifier`` stage's classifier.
+    prompt_eval_every: int = Field(0, ge=0)
+    prompt_eval_prompts: int = Field(16, ge=1, le=1024)
+    prompt_eval_samples: int = Field(1, ge=1, le=64)
+    #: Sampler steps for these checks; null = the diffusion config's.
+    prompt_eval_sampling_steps: int | None = Field(None, ge=1)
 
     @field_validator("resume")
     @classmethod

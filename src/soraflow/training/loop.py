@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,6 +357,12 @@ class _Run:
             (out["loss"].float().mean() / cfg.grad_accum_steps).backward()
         metrics.add_micro_batch(out, batch, tokens)
 
+    def evaluation_due(self) -> bool:
+        """Whether this step runs the components' ``evaluate`` (the same answer on every rank,
+        since the metric window it joins is a collective)."""
+        every = self.comp.evaluate_every
+        return every > 0 and (self.step % every == 0 or self.step == self.total)
+
     def run(self) -> TrainResult:
         cfg, ctx = self.cfg, self.ctx
         total = self.total
@@ -400,8 +407,13 @@ class _Run:
                 self.step += 1
                 if self.comp.on_step_end is not None:
                     self.comp.on_step_end(self.step, self.model)
-                if self.step % cfg.log_every == 0 or self.step == total:
+                eval_due = self.evaluation_due()
+                if eval_due or self.step % cfg.log_every == 0 or self.step == total:
                     last = metrics.window_metrics(lr=lr, grad_norm=grad_norm, epoch=self.stream.epoch)
+                    if eval_due and ctx.is_main and self.comp.evaluate is not None:
+                        t_eval = time.perf_counter()
+                        last.update(self.comp.evaluate(self.step, self.inner))
+                        metrics.exclude_time(time.perf_counter() - t_eval)  # keeps samples/s a training figure
                     if ctx.is_main:
                         if self.on_metrics is not None:
                             self.on_metrics(self.step, last)

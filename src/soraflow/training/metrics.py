@@ -84,6 +84,10 @@ class StepMetrics:
         self._window += total
         return float(total[0] / max(total[1].item(), 1.0))
 
+    def exclude_time(self, seconds: float) -> None:
+        """Leave ``seconds`` (e.g. an evaluation between steps) out of the current window's rates."""
+        self._window_start += seconds
+
     def window_metrics(self, *, lr: float, grad_norm: float, epoch: int) -> dict[str, float]:
         """Metrics of the steps since the last call; a collective (every rank must call it)."""
         elapsed = max(time.perf_counter() - self._window_start, 1e-9)
