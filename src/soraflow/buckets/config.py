@@ -148,7 +148,8 @@ class ResolutionSpec(StrictModel):
 def _demo_resolutions() -> dict[str, ResolutionSpec]:
     return {
         "64px": ResolutionSpec(pixels=64 * 64, aspect_ratios=["9:16", "3:4", "1:1", "4:3", "16:9"], snap=16),
-        "32px": ResolutionSpec(pixels=32 * 32, aspect_ratios=["1:1"], snap=16),
+        # snap 8: sizes 24..40 keep 4x-VAE latents even, so 2x2 patches tile them
+        "32px": ResolutionSpec(pixels=32 * 32, aspect_ratios=["9:16", "3:4", "1:1", "4:3", "16:9"], snap=8),
     }
 
 

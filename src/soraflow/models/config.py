@@ -115,6 +115,9 @@ class ModelConfig(StrictModel):
     depth: int | None = Field(None, ge=1, le=128)
     num_heads: int | None = Field(None, ge=1, le=128)
     mlp_ratio: float | None = Field(None, gt=0.0, le=16.0)
+    #: (t, h, w) latent patch; null = the preset's (1, 2, 2). (1, 1, 1) gives 4x the tokens of
+    #: /2 presets: finer detail on tiny latents, at about 4x the compute.
+    patch_size: tuple[int, int, int] | None = None
     in_channels: int = Field(4, ge=1, le=64)
     learn_sigma: bool = True
     caption_channels: int | None = Field(None, ge=1, le=16384)
@@ -167,6 +170,7 @@ class ModelConfig(StrictModel):
             depth=self.depth,
             num_heads=self.num_heads,
             mlp_ratio=self.mlp_ratio,
+            patch_size=self.patch_size,
             in_channels=self.in_channels,
             learn_sigma=self.learn_sigma,
             caption_channels=channels,

@@ -61,6 +61,10 @@ class TrainConfig(StrictModel):
     #: DataLoader worker processes (0: load in the training process).
     num_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(1, ge=1)
+    #: Intra-op CPU threads per worker process (``torch.set_num_threads``); null = torch's
+    #: default. On a small shared CPU one thread per process is the fast choice: OpenMP
+    #: threads that wait on a busy core stall every op of a small model.
+    threads: int | None = Field(None, ge=1, le=1024)
     #: ``torch.use_deterministic_algorithms(True)``: bitwise-reproducible runs on CPU.
     deterministic: bool = False
     #: Multi-stage training: a previous stage's checkpoint folder or final model folder whose

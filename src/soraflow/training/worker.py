@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from soraflow.config_base import ConfigError, parse_model, read_yaml
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         force=True,
     )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         seed_everything(cfg.seed)  # same initial weights on every rank
         components = BUILDERS[args.builder](params, ctx, **dict(args.builder_opt))
