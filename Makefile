@@ -14,7 +14,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # parallelism comes from processes (curation workers, torchrun ranks). Override for big models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-fast test-slow ui clean-outputs
+.PHONY: install demo test test-fast test-slow ui readme-grid clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ test-slow: $(STAMP)
 ## MLflow UI on http://127.0.0.1:5000 over the local tracking database.
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI) --default-artifact-root $(CURDIR)/mlartifacts
+
+## Refresh the README's sample grid from the last `make demo` (data/samples/grid.gif, captioned).
+readme-grid:
+	test -f data/samples/grid.gif || { echo "no data/samples/grid.gif: run make demo first"; exit 1; }
+	mkdir -p docs && cp data/samples/grid.gif docs/demo-samples.gif

@@ -51,6 +51,28 @@ def encoder_references(params) -> dict[str, Any]:
     }
 
 
+def log_checkpoints(output: Path, max_mb: float) -> dict[str, Any]:
+    """Record the kept checkpoints in the MLflow run: ``checkpoints.json`` lists every one with
+    its path and size; the newest is also uploaded under ``checkpoints/`` when it is at most
+    ``max_mb`` (larger ones stay on disk / in DVC, referenced by path)."""
+    import mlflow
+
+    from soraflow.training.checkpoint import checkpoint_step, list_checkpoints
+
+    found = list_checkpoints(output)
+    rows = []
+    for ckpt in found:
+        size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+        rows.append({"step": checkpoint_step(ckpt), "path": str(ckpt.resolve()), "mb": round(size / 2**20, 2)})
+    uploaded = None
+    if rows and rows[-1]["mb"] <= max_mb:
+        mlflow.log_artifacts(str(found[-1]), f"checkpoints/{found[-1].name}")
+        uploaded = found[-1].name
+    index = {"checkpoints": rows, "uploaded": uploaded, "max_mb": max_mb}
+    mlflow.log_dict(index, "checkpoints.json")
+    return index
+
+
 @flow(name="train", log_prints=True)
 def train_flow(
     params_path: str = "params.yaml",
@@ -89,6 +111,7 @@ def train_flow(
         final = out / "final"
         (final / "encoders.json").write_text(json.dumps(encoder_references(params), indent=2))
         mlflow.log_artifacts(str(final), "model")
+        log_checkpoints(out, max_mb=cfg.checkpoint_artifact_max_mb)
         if history:
             mlflow.log_figure(loss_curve_figure(history), "loss_curve.png")
         last = history[max(history)] if history else {}

@@ -27,5 +27,11 @@ def prefect_harness():
     """A temporary Prefect database for tests that run flows (started once per session)."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect.logging.configuration import setup_logging
+
+    # Configure Prefect's console handlers now, on the real stderr: otherwise the first flow
+    # run of the session sets them up on whatever stream is current, and a flow first run
+    # inside click's CliRunner leaves them writing to a stream closed when the runner returns.
+    setup_logging()
     with prefect_test_harness(server_startup_timeout=120):
         yield

@@ -21,7 +21,7 @@ from soraflow.evaluation.prompts import parse_caption
 def one_torch_thread():
     """Tiny tensors: one intra-op thread. With two threads on shared, loaded cores a tiny STDiT2
     forward was measured at 0.5 s instead of 5 ms (threads wait for each other)."""
-    from soraflow.evaluation.classifier import torch_threads
+    from soraflow.threads import torch_threads
 
     with torch_threads(1):
         yield

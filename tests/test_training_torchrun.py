@@ -71,6 +71,24 @@ def compare_finals(a: Path, b: Path) -> None:
         assert all(torch.equal(x[k], y[k]) for k in x), name
 
 
+def _check_mlflow_run(out: Path) -> None:
+    """The train stage's MLflow run: loss curve, the model folder, the checkpoints index and
+    the newest checkpoint (small enough to upload)."""
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`soraflow.stage` = 'train'",
+                              output_format="list", order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2  # the full run, then the resumed one
+    run = runs[0]
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) == STEPS
+    index = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/checkpoints.json")
+    assert [c["step"] for c in index["checkpoints"]] == [4, 8, 12] and index["uploaded"] == "step-00000012"
+    assert all(Path(c["path"]).is_dir() and c["mb"] > 0 for c in index["checkpoints"])
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "checkpoints/step-00000012")}
+    assert "checkpoints/step-00000012/model.safetensors" in names
+    assert any(a.path == "model" for a in mlflow.MlflowClient().list_artifacts(run.info.run_id))
+
+
 @pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp2", marks=pytest.mark.slow)])
 def test_two_ranks_learn_in_lockstep_and_resume_exactly(tmp_path, strategy):
     params = write_params(tmp_path, strategy=strategy, caption_dropout=0.3)
@@ -92,6 +110,8 @@ def test_two_ranks_learn_in_lockstep_and_resume_exactly(tmp_path, strategy):
     check_run(resumed, resumed_from=4)
     compare_finals(full, resumed)
     assert jsonl(resumed / "batches-rank1.jsonl") == jsonl(full / "batches-rank1.jsonl")[4:]
+    if strategy == "ddp":
+        _check_mlflow_run(full)  # after the CLI runs: MLflow client calls between them upset their logging
 
 
 def test_nan_on_one_rank_stops_every_rank(tmp_path):

@@ -11,12 +11,11 @@ model sees roughly zero-mean, unit-variance latents.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from soraflow.encoders.config import VAEDemoTrainConfig
 from soraflow.encoders.vae import VideoVAE
+from soraflow.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -260,18 +260,6 @@ def _latent_stats(ae, frames: Sequence[torch.Tensor], batch: int) -> tuple[float
     return mean, math.sqrt(var)
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run a block with ``threads`` intra-op threads (None: unchanged), then restore the count."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_demo_vae(
     frames: FrameSource,
     config: VAEDemoTrainConfig,
@@ -289,7 +277,7 @@ def train_demo_vae(
     ``diffusion_pytorch_model.safetensors`` and a ``training.json`` with the figures.
     Runs with ``config.threads`` torch threads and restores the previous count.
     """
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         return _train_demo_vae(frames, config, output_dir, progress, val_frames, num_examples)
 
 

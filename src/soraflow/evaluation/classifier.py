@@ -18,12 +18,10 @@ Input: uint8 ``[B, T, H, W, 3]`` videos (what the generator returns) or float
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from soraflow.threads import torch_threads
 from soraflow.evaluation.clips import fixed_windows, random_window
 from soraflow.evaluation.prompts import COLOR_LABELS, DIRECTION_LABELS, SHAPE_LABELS
 
@@ -379,22 +378,6 @@ def train_classifier(
             weight_decay=weight_decay, aug={"hflip": hflip, "vflip": vflip, "reverse": reverse, "freeze": freeze},
             val_windows_per_clip=val_windows_per_clip, appearance_frames=appearance_frames, seed=seed, progress=progress,
         )
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run a block with ``threads`` intra-op threads (None: unchanged), then restore the count.
-
-    A network this small gains nothing from a second thread and loses a lot when the cores
-    are shared (measured here: 0.06 s vs 0.2-0.8 s per step with 2 threads on a loaded machine).
-    """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(train_clips, val_clips, spec, *, epochs, windows_per_clip, batch_size, lr, weight_decay, aug,

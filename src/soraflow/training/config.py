@@ -41,6 +41,9 @@ class TrainConfig(StrictModel):
     ckpt_every: int = Field(500, ge=1)
     #: Complete checkpoints kept on disk (older ones are deleted); 0 keeps all.
     keep_last_k: int = Field(3, ge=0)
+    #: The train flow uploads the newest checkpoint to MLflow when it is at most this many MB
+    #: (all kept checkpoints are listed by path in ``checkpoints.json`` either way).
+    checkpoint_artifact_max_mb: float = Field(200.0, ge=0.0)
     #: ``auto``: newest complete checkpoint under ``output`` if any; ``none``: start fresh;
     #: or the path of one checkpoint folder.
     resume: str = "auto"
