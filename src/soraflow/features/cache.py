@@ -221,20 +221,25 @@ class FeatureCache:
         caps = load_file(str(self.root / CAPTIONS_FILE))
         self.caption_emb, self.caption_mask = caps["emb"], caps["mask"]
         self._shards = {name: load_file(str(self.root / name))["latents"] for name in self.index["shard"].unique()}
+        # Columns as plain arrays once: per-sample reads then skip pandas (it was most of the
+        # data-wait share of a training step).
+        self._shard_of = self.index["shard"].to_numpy(dtype=object)
+        self._row_of = self.index["row"].to_numpy(dtype=np.int64)
+        self._caption_of = torch.as_tensor(self.index["caption_index"].to_numpy(dtype=np.int64))
+        self._numbers = {
+            key: torch.as_tensor(self.index[col].to_numpy(dtype=np.float32))
+            for key, col in (("height", "bucket_height"), ("width", "bucket_width"),
+                             ("num_frames", "bucket_num_frames"), ("fps", "fps"))
+        }
 
     def __len__(self) -> int:
         return len(self.index)
 
     def batch(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        sel = self.index.iloc[rows]
-        latents = torch.stack([self._shards[s][r] for s, r in zip(sel["shard"], sel["row"])])
-        cap = torch.as_tensor(sel["caption_index"].to_numpy(copy=True))
-        return {
-            "latents": latents,
-            "y": self.caption_emb[cap],
-            "mask": self.caption_mask[cap],
-            "height": torch.as_tensor(sel["bucket_height"].to_numpy(), dtype=torch.float32),
-            "width": torch.as_tensor(sel["bucket_width"].to_numpy(), dtype=torch.float32),
-            "num_frames": torch.as_tensor(sel["bucket_num_frames"].to_numpy(), dtype=torch.float32),
-            "fps": torch.as_tensor(sel["fps"].to_numpy(), dtype=torch.float32),
-        }
+        rows = [int(r) for r in rows]
+        latents = torch.stack([self._shards[self._shard_of[r]][self._row_of[r]] for r in rows])
+        at = torch.as_tensor(rows, dtype=torch.long)
+        cap = self._caption_of[at]
+        out = {"latents": latents, "y": self.caption_emb[cap], "mask": self.caption_mask[cap]}
+        out.update({key: values[at] for key, values in self._numbers.items()})
+        return out

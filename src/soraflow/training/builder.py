@@ -49,6 +49,11 @@ class CachedSamples(torch.utils.data.Dataset):
 
     def __init__(self, cache: FeatureCache):
         self.cache = cache
+        ix = cache.index
+        self._bucket_names = [
+            f"{res}/{int(t)}f/{float(ar):.2f}"
+            for res, t, ar in zip(ix["bucket_resolution"], ix["bucket_num_frames"], ix["bucket_aspect_ratio"])
+        ]
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -57,8 +62,7 @@ class CachedSamples(torch.utils.data.Dataset):
         index = int(getattr(request, "index", request))
         b = self.cache.batch([index])
         sample = {k: v[0] for k, v in b.items()}
-        row = self.cache.index.iloc[index]
-        sample["bucket"] = f"{row['bucket_resolution']}/{int(row['bucket_num_frames'])}f/{float(row['bucket_aspect_ratio']):.2f}"
+        sample["bucket"] = self._bucket_names[index]
         return sample
 
 
