@@ -16,7 +16,8 @@ TEXT_MAX_LENGTH = 16
 DIFFUSION = {"type": "iddpm", "sampling_steps": 4, "guidance_scale": 4.0}
 
 
-def tiny_autoencoder(seed: int = 0):
+def tiny_autoencoder(seed: int = 0, shift: float | None = None):
+    """A random diffusers AutoencoderKL (2 levels: downsample 2, 4 latent channels)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -29,6 +30,7 @@ def tiny_autoencoder(seed: int = 0):
         norm_num_groups=4,
         sample_size=16,
         scaling_factor=0.5,
+        shift_factor=shift,
     ).eval()
 
 

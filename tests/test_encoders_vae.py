@@ -1,36 +1,20 @@
-"""VideoVAE: a tiny AutoencoderKL built here, saved, and loaded by path through soraflow's code."""
+"""VideoVAE: a tiny AutoencoderKL (sampling_helpers), saved, and loaded by path through soraflow's code."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from sampling_helpers import tiny_autoencoder
 from soraflow.config_base import ConfigError, parse_model
 from soraflow.encoders import EncoderNotFoundError, VAEConfig, VideoVAE, load_vae
 from soraflow.encoders.config import VAEDemoTrainConfig
 
 
-def _tiny_autoencoder(shift: float | None = None):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=0.5,
-        shift_factor=shift,
-    ).eval()
-
-
 @pytest.fixture(scope="module")
 def tiny_vae_dir(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("tiny_vae")
-    _tiny_autoencoder(shift=0.25).save_pretrained(folder)
+    tiny_autoencoder(shift=0.25).save_pretrained(folder)
     return folder
 
 
@@ -60,7 +44,7 @@ def test_encode_decode_shapes_and_frozen(tiny_vae_dir) -> None:
 
 
 def test_latents_are_scaled_shifted_posterior_means_per_frame(tiny_vae_dir) -> None:
-    ref = _tiny_autoencoder(shift=0.25)
+    ref = tiny_autoencoder(shift=0.25)
     vae = VideoVAE.from_pretrained(str(tiny_vae_dir), micro_batch_frames=4)
     video = _video(b=2, t=3)
     z = vae.encode(video)

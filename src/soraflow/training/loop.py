@@ -199,8 +199,8 @@ class _Run:
     def _load_weights_main(self, path: Path, name: str) -> dict[str, torch.Tensor]:
         return load_weights(path, name) if self.ctx.is_main else {}
 
-    def restore(self, path: Path) -> None:
-        """Exact resume from a checkpoint folder of this run."""
+    def _load_model_and_ema(self, path: Path) -> None:
+        """Weights from ``path`` (read on rank 0); the EMA from its file, else a copy of them."""
         ctx = self.ctx
         load_model_state(self.model, self._load_weights_main(path, MODEL_FILE), ctx)
         has_ema = broadcast_object((path / EMA_FILE).is_file() if ctx.is_main else None, ctx)
@@ -208,6 +208,11 @@ class _Run:
             self.ema.load_full_state_dict(self._load_weights_main(path, EMA_FILE), ctx)
         else:
             self.ema.copy_from(self.inner)
+
+    def restore(self, path: Path) -> None:
+        """Exact resume from a checkpoint folder of this run."""
+        ctx = self.ctx
+        self._load_model_and_ema(path)
         state = load_train_state(path) if ctx.is_main else None
         optim = state.pop("optimizer") if state is not None else {}
         load_optimizer_state(self.model, self.optimizer, optim, ctx)
@@ -238,12 +243,7 @@ class _Run:
         ctx, cfg = self.ctx, self.cfg
         if ctx.is_main and not (path / MODEL_FILE).is_file():
             raise CheckpointError(f"train.init_from: {path / MODEL_FILE} not found")
-        load_model_state(self.model, self._load_weights_main(path, MODEL_FILE), ctx)
-        has_ema = broadcast_object((path / EMA_FILE).is_file() if ctx.is_main else None, ctx)
-        if has_ema:
-            self.ema.load_full_state_dict(self._load_weights_main(path, EMA_FILE), ctx)
-        else:
-            self.ema.copy_from(self.inner)
+        self._load_model_and_ema(path)
         if cfg.init_optimizer:
             if ctx.is_main and not (path / STATE_FILE).is_file():
                 raise CheckpointError(f"train.init_optimizer: {path} has no {STATE_FILE} (a final folder has none)")
