@@ -46,7 +46,7 @@ def test_clean_frames_have_no_text(detector):
 
 def test_aspect_rule_is_what_drops_blobs():
     # at a 512-px input DB fires on the solid disc (0.8 confidence): only the aspect rule drops it
-    big = CFG.model_copy(update={"ocr_size": 512})
+    big = CFG.model_copy(update={"ocr_size": 512, "ocr_short_side": None})
     assert TextDetector(big.model_copy(update={"ocr_min_aspect": 1.0})).detect(_frame([], blob=True))[0] == 1
     assert TextDetector(big).detect(_frame([], blob=True)) == (0, 0.0)
     assert TextDetector(big).detect(_frame(["GAME OVER"], blob=True))[0] == 1

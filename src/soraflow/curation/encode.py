@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from soraflow.curation.config import ClipsConfig
+from soraflow.curation.decode import reformat
 
 
 def rate_fraction(fps: float) -> Fraction:
@@ -47,12 +48,11 @@ def encode_clip(
         # when it writes the header, so keep our own copy for the frames.
         tick = Fraction(1, 1) / rate
         stream.time_base = tick
-        stream.options = {"preset": config.preset, "crf": str(config.crf)}
+        stream.options = {"preset": config.preset, "crf": str(config.crf), "threads": str(config.threads)}
         for i, src in enumerate(frames):
-            if isinstance(src, av.VideoFrame):
-                frame = src.reformat(format="yuv420p") if src.format.name != "yuv420p" else src
-            else:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(src), format="rgb24")
+            if not isinstance(src, av.VideoFrame):
+                src = av.VideoFrame.from_ndarray(np.ascontiguousarray(src), format="rgb24")
+            frame = reformat(src, format="yuv420p")
             frame.pts = i
             frame.time_base = tick
             for packet in stream.encode(frame):
@@ -61,17 +61,27 @@ def encode_clip(
             container.mux(packet)
 
 
-def write_image(rgb: np.ndarray, path: str | Path) -> None:
-    """Write a still image clip (PNG, lossless)."""
-    Image.fromarray(rgb).save(str(path), format="PNG", optimize=False)
+def write_image(rgb: np.ndarray, path: str | Path, compress_level: int = 6) -> None:
+    """Write a still image clip (PNG, lossless; ``compress_level`` 0-9 trades size for time)."""
+    Image.fromarray(rgb).save(str(path), format="PNG", optimize=False, compress_level=compress_level)
+
+
+def thumb_size(width: int, height: int, thumb_height: int = 72) -> tuple[int, int]:
+    """``(w, h)`` of one tile of :func:`thumbnail_strip` for a ``width`` x ``height`` frame."""
+    return max(1, min(4 * thumb_height, int(round(width * thumb_height / max(1, height))))), thumb_height
 
 
 def thumbnail_strip(frames: Sequence[np.ndarray], height: int = 72) -> np.ndarray:
-    """A few frames side by side at ``height`` px: the clip's picture in the sample grid."""
+    """A few frames side by side at ``height`` px: the clip's picture in the sample grid.
+
+    Frames already at their tile size (:func:`thumb_size`) are used as they are.
+    """
     tiles = []
     for rgb in frames:
         h, w = rgb.shape[:2]
-        tw = max(1, min(4 * height, int(round(w * height / max(1, h)))))
-        tiles.append(np.asarray(Image.fromarray(rgb).resize((tw, height), Image.BILINEAR)))
+        size = thumb_size(w, h, height)
+        if (w, h) != size:
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        tiles.append(rgb)
         tiles.append(np.full((height, 2, 3), 255, np.uint8))
     return np.concatenate(tiles[:-1], axis=1)

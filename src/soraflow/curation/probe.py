@@ -91,7 +91,9 @@ def _probe_open(container) -> ProbeInfo:
     codec = cc.name or "unknown"
     fmt = container.format.name
     kind = "image" if _is_image_demuxer(fmt) else "video"
-    # The first frame must decode; it also carries the display-matrix rotation.
+    # The first frame must decode; it also carries the display-matrix rotation. One decoder
+    # thread: a thread pool started for one frame costs more than it saves.
+    stream.codec_context.thread_count = 1
     first = None
     try:
         for frame in container.decode(stream):

@@ -44,7 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from soraflow.curation.inputs import InputProblem
-from soraflow.curation.pipeline import DONE_FILE, KEPT_FILE, REJECTED_FILE, SourceOutcome
+from soraflow.curation.pipeline import DONE_FILE, KEPT_FILE, REJECTED_FILE, SourceOutcome, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ def assemble_tables(
     for oc in outcomes:
         wd = Path(oc.work_dir)
         sources.append(json.loads((wd / DONE_FILE).read_text()))
-        kept = pd.read_parquet(wd / KEPT_FILE)
-        rej = pd.read_parquet(wd / REJECTED_FILE)
+        kept = read_rows(wd / KEPT_FILE)
+        rej = read_rows(wd / REJECTED_FILE)
         for df in (kept, rej):
             if "thumb" in df.columns:
                 for cid, th in zip(df["id"], df["thumb"], strict=True):

@@ -55,7 +55,14 @@ class ScoresConfig(StrictModel):
 
     # --- OCR (PP-OCRv4 DB text detector shipped in rapidocr-onnxruntime) --------------------
     ocr_frames: int = Field(1, ge=0, le=16, description="frames scanned for text (0 disables OCR)")
-    ocr_size: int = Field(320, ge=64, le=2048, description="long side of the detector input, px (original: 1024)")
+    # The detector input keeps the frame's aspect: its short side is ``ocr_short_side`` and its
+    # long side at most ``ocr_size`` (each rounded to a multiple of 32). Text size follows the
+    # frame's height, so a square or 4:3 frame needs no more pixels than a 16:9 one (which gets
+    # 192 x 320 either way); null: the long side alone sets the size.
+    ocr_size: int = Field(320, ge=64, le=2048, description="max long side of the detector input, px (original: 1024)")
+    ocr_short_side: int | None = Field(
+        192, ge=32, le=2048, description="short side of the detector input, px; null: only ocr_size applies"
+    )
     ocr_box_threshold: float = Field(0.3, ge=0.0, le=1.0, description="min box confidence (original 0.3)")
     ocr_min_aspect: float = Field(
         2.0,

@@ -1,12 +1,15 @@
 """Text detection with the PP-OCRv4 DB detector shipped inside ``rapidocr-onnxruntime``.
 
 Only the detector runs (no angle classifier, no recogniser): the score needs boxes, not text.
-The frame is resized so its long side is ``ocr_size`` px (each side rounded to a multiple of
-32, as the network needs), converted to BGR (PaddleOCR's training order) and normalised to
-[-1, 1]; rapidocr's own DB post-processing turns the probability map into boxes, kept when
-their mean probability is above ``ocr_box_threshold`` (0.3, the original's confidence cut)
-and they are elongated like a line of text: long side / short side >= ``ocr_min_aspect``
-(2.0). The last rule is ours: the DB detector fires with high confidence (0.8-0.9) on solid
+The frame is resized so its short side is ``ocr_short_side`` px (192) and its long side at
+most ``ocr_size`` (320) px (each side rounded to a multiple of 32, as the network needs): 16:9
+frames get 192 x 320, square ones 192 x 192 (text scales with the frame's height, so a square
+frame needs no more pixels than a 16:9 one to show its text at the same size; the model's cost
+is proportional to the pixels). It is converted to BGR (PaddleOCR's training order) and
+normalised to [-1, 1]; rapidocr's own DB post-processing turns the probability map into
+boxes, kept when their mean probability is above ``ocr_box_threshold`` (0.3, the original's
+confidence cut) and they are elongated like a line of text: long side / short side >=
+``ocr_min_aspect`` (2.0). The last rule is ours: the DB detector fires with high confidence (0.8-0.9) on solid
 blobs such as the demo's circles and squares, whose boxes are ~1:1; a word or a line of text
 is at least ~2.5:1. Set it to 1.0 to count every box as the original did.
 
@@ -35,8 +38,12 @@ def detector_model_path() -> Path:
     return Path(rapidocr_onnxruntime.__file__).parent / "models" / DET_MODEL
 
 
-def detector_input_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+def detector_input_size(height: int, width: int, long_side: int, short_side: int | None = None) -> tuple[int, int]:
+    """``(h, w)`` of the detector input: aspect kept, long side ``long_side``, or short side
+    ``short_side`` when that is smaller; both rounded to a multiple of 32 (at least 32)."""
     scale = long_side / max(1, max(height, width))
+    if short_side is not None:
+        scale = min(scale, short_side / max(1, min(height, width)))
     return max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32)
 
 
@@ -64,6 +71,7 @@ class TextDetector:
         )
         self.input_name = self.session.get_inputs()[0].name
         self.long_side = config.ocr_size
+        self.short_side = config.ocr_short_side
         self.min_aspect = config.ocr_min_aspect
         self.post = DBPostProcess(
             thresh=config.ocr_pixel_threshold,
@@ -76,7 +84,7 @@ class TextDetector:
 
     def boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, list[float], tuple[int, int]]:
         """Boxes (``[K, 4, 2]`` int, in detector-input pixels), their scores, the input size."""
-        h, w = detector_input_size(rgb.shape[0], rgb.shape[1], self.long_side)
+        h, w = detector_input_size(rgb.shape[0], rgb.shape[1], self.long_side, self.short_side)
         img = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
         x = img[..., ::-1].astype(np.float32) * (2.0 / 255.0) - 1.0
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
