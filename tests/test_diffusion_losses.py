@@ -245,3 +245,45 @@ def test_learn_sigma_off_has_no_vb():
     out = d.training_losses(FixedOutput(torch.zeros(2, 2, 1, 2, 2)), x0, _kw(2), generator=g)
     assert "vb" not in out
     torch.testing.assert_close(out["loss"], out["mse"])
+
+
+def test_temporal_difference_mse_closed_form():
+    """Mean square of frame-to-frame changes, only over pairs of counted frames."""
+    from soraflow.diffusion.losses import temporal_difference_mse
+
+    err = torch.zeros(2, 1, 4, 1, 1)
+    err[0, 0, :, 0, 0] = torch.tensor([0.0, 1.0, 1.0, 3.0])  # diffs 1, 0, 2 -> mean sq 5/3
+    err[1, 0, :, 0, 0] = 2.0  # constant in time: no temporal error at all
+    torch.testing.assert_close(temporal_difference_mse(err), torch.tensor([5 / 3, 0.0]))
+    mask = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    torch.testing.assert_close(temporal_difference_mse(err, mask), torch.tensor([1.0, 0.0]))  # only pair (0, 1)
+    assert temporal_difference_mse(err[:, :, :1]).tolist() == [0.0, 0.0]
+
+
+def test_rflow_temporal_loss_term_weights_only_changing_errors():
+    """loss = mse + w * temporal; a model whose error is the same in every frame pays no extra."""
+    cfg = DiffusionConfig(type="rflow", learn_sigma=False, rflow={"temporal_loss_weight": 2.0})
+    rf = build_diffusion(cfg)
+    x0, noise = torch.randn(3, 2, 5, 4, 4), torch.randn(3, 2, 5, 4, 4)
+    t = torch.full((3,), 400.0)
+    offset = torch.randn(3, 2, 1, 4, 4)  # a per-pixel error constant over frames
+
+    def static_error_model(x_t, tt, **kw):
+        return (x0 - noise) + offset
+
+    out = rf.training_losses(static_error_model, x0, {}, noise=noise, t=t)
+    torch.testing.assert_close(out["temporal"], torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["loss"], out["mse"])
+    torch.testing.assert_close(out["mse"], offset.pow(2).mean(dim=(1, 2, 3, 4)), atol=1e-5, rtol=1e-5)
+
+    flicker = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0]).view(1, 1, 5, 1, 1)
+
+    def flicker_model(x_t, tt, **kw):
+        return (x0 - noise) + flicker
+
+    out = rf.training_losses(flicker_model, x0, {}, noise=noise, t=t)
+    torch.testing.assert_close(out["mse"], torch.ones(3))
+    torch.testing.assert_close(out["temporal"], torch.full((3,), 4.0))
+    torch.testing.assert_close(out["loss"], torch.full((3,), 1.0 + 2.0 * 4.0))
+    # the held-out loss stays the plain MSE
+    torch.testing.assert_close(rf.loss_at_timesteps(flicker_model, x0, {}, timesteps=[400.0], noise=noise)[0], torch.ones(3))

@@ -103,3 +103,28 @@ def test_config_validation() -> None:
         parse_model(VAEConfig, {"micro_batch_frames": -1}, "vae")
     with pytest.raises(ConfigError, match="unknown key"):
         parse_model(VAEConfig, {"scale": 0.1}, "vae")
+
+
+def test_per_channel_latent_statistics(tmp_path) -> None:
+    """A config with diffusers' latents_mean / latents_std standardises each channel on its own,
+    and decode inverts it exactly."""
+    ref = tiny_autoencoder()
+    mean, std = [0.1, -0.2, 0.3, 0.0], [0.5, 1.0, 2.0, 4.0]
+    ref.register_to_config(scaling_factor=1.0, latents_mean=mean, latents_std=std)
+    ref.save_pretrained(tmp_path / "vae")
+    vae = load_vae(VAEConfig(pretrained=str(tmp_path / "vae")))
+    video = _video(b=1, t=2)
+    z = vae.encode(video)
+    with torch.no_grad():
+        raw = ref.encode(video[:, :, 0]).latent_dist.mean[0]
+    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    torch.testing.assert_close(z[0, :, 0], (raw - m) / s, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        expected = ref.decode((z[:, :, 0] * s + m)).sample.clamp(-1, 1)
+    torch.testing.assert_close(vae.decode(z)[:, :, 0], expected, atol=1e-5, rtol=1e-5)
+
+    broken = tiny_autoencoder()
+    broken.register_to_config(latents_mean=mean, latents_std=None)
+    broken.save_pretrained(tmp_path / "broken")
+    with pytest.raises(ValueError, match="latents_mean"):
+        load_vae(VAEConfig(pretrained=str(tmp_path / "broken")))

@@ -324,3 +324,17 @@ def test_lowp_cpu_linear_matches_autograd(layout):
     for ours, theirs in ((x.grad, x64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
         torch.testing.assert_close(ours.double(), theirs, rtol=2e-2, atol=1e-1)
     assert ops.lowp_layout(torch.bfloat16) in ("TN", "NT")
+
+
+def test_zero_init_temporal_switch():
+    """Default: a fresh model's temporal output projection is zero (the branch is the identity);
+    zero_init_temporal=False starts it like the spatial one, for training from scratch."""
+    from soraflow.models import build_model, preset_config
+
+    for flag in (True, False):
+        cfg = preset_config("STDiT2-T/2", hidden_size=48, depth=2, num_heads=2, caption_channels=16,
+                            caption_max_length=4, zero_init_temporal=flag)
+        model = build_model(cfg, seed=0)
+        norms = [float(b.attn_temp.proj.weight.norm()) for b in model.blocks]
+        assert all((n == 0.0) is flag for n in norms), norms
+        assert all(float(b.cross_attn.proj.weight.norm()) == 0.0 for b in model.blocks)

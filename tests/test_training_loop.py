@@ -4,6 +4,8 @@ NaN stop, warmup, caption dropout, grad accumulation and checkpointing, multi-st
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,6 +147,30 @@ def test_warmup_schedule(tmp_path):
     assert lrs == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
 
 
+def test_cosine_schedule_after_warmup(tmp_path):
+    """Warmup, then a half cosine that reaches min_lr_ratio * lr exactly at the last step."""
+    cfg = make_cfg(tmp_path / "out", steps=6, warmup_steps=2, lr=0.01, ckpt_every=100,
+                   lr_schedule="cosine", min_lr_ratio=0.1)
+    _, metrics, _ = run(cfg)
+    lrs = [metrics[s]["lr"] for s in range(1, 7)]
+    cos = [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)) for p in (0.25, 0.5, 0.75, 1.0)]
+    assert lrs == pytest.approx([0.005, 0.01, *(0.01 * c for c in cos)])
+    assert lrs[-1] == pytest.approx(0.001)
+
+
+def test_cosine_schedule_resumes_exactly(tmp_path):
+    """A cosine run resumed from its step-6 checkpoint ends bitwise equal to the uninterrupted run."""
+    kw = {"steps": 12, "ckpt_every": 6, "warmup_steps": 2, "lr_schedule": "cosine", "min_lr_ratio": 0.05}
+    full, full_metrics, _ = run(make_cfg(tmp_path / "a", **kw))
+    run(make_cfg(tmp_path / "b", **kw))
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000012")
+    shutil.rmtree(tmp_path / "b" / "final")
+    resumed, metrics, _ = run(make_cfg(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoints" / "step-00000006"), **kw))
+    assert [metrics[s]["lr"] for s in range(7, 13)] == pytest.approx([full_metrics[s]["lr"] for s in range(7, 13)])
+    a, b = load_weights(full.final_dir, "model.safetensors"), load_weights(resumed.final_dir, "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_caption_dropout_rate_and_seed(tmp_path):
     def dropped_pattern(p: float, seed: int) -> list[bool]:
         cfg = make_cfg(tmp_path / f"p{p}-s{seed}", steps=16, caption_dropout=p, seed=seed, ckpt_every=100, resume="none")
@@ -196,8 +222,12 @@ def test_grad_checkpointing_gives_the_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bf16_autocast_switch(tmp_path):
-    assert not use_bf16(TrainConfig(), torch.device("cpu"))
+def test_bf16_autocast_switch(tmp_path, monkeypatch):
+    from soraflow import precision
+
+    for native in (False, True):  # auto on CPU follows the CPU's bf16 units
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert use_bf16(TrainConfig(), torch.device("cpu")) is native
     assert use_bf16(TrainConfig(), torch.device("cuda"))
     assert use_bf16(TrainConfig(mixed_precision="bf16"), torch.device("cpu"))
     for mode, expected in (("bf16", True), ("fp32", False)):
@@ -213,6 +243,16 @@ def test_bf16_autocast_switch(tmp_path):
         _, metrics, _ = run(cfg, comp)
         assert seen == [expected, expected]
         assert metrics[2]["loss"] == metrics[2]["loss"]
+
+
+def test_cpu_bf16_detection_reads_cpuinfo_flags(tmp_path):
+    from soraflow.precision import cpu_has_native_bf16
+
+    with_flag, without = tmp_path / "a", tmp_path / "b"
+    with_flag.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(with_flag)) and not cpu_has_native_bf16(str(without))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
 
 
 def test_multi_stage_init_from(tmp_path):

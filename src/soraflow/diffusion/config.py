@@ -44,6 +44,11 @@ class RFlowConfig(StrictModel):
     shift_base_pixels: int = Field(512 * 512, ge=1)
     shift_base_frames: int = Field(1, ge=1)
     shift_scale: float = Field(1.0, gt=0.0, le=100.0)
+    #: Weight of a temporal-difference term added to the velocity MSE: the mean square of the
+    #: error's change from one frame to the next (only pairs of generated frames). An error that
+    #: is the same in every frame (a wrong background) is not counted again; one that changes
+    #: from frame to frame (a wrong motion) is counted up to 1 + 4w times. 0 = plain MSE.
+    temporal_loss_weight: float = Field(0.0, ge=0.0, le=100.0)
 
 
 class DiffusionConfig(StrictModel):

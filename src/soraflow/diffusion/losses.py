@@ -58,3 +58,18 @@ def mean_flat(tensor: Tensor, frame_mask: Tensor | None = None) -> Tensor:
     per_elem = tensor.shape[1] * tensor.shape[3] * tensor.shape[4]
     denom = (m.sum(dim=1) * per_elem).clamp(min=1)
     return (per_frame * m).sum(dim=1) / denom
+
+
+def temporal_difference_mse(error: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+    """Mean square of ``error[:, :, t+1] - error[:, :, t]`` per sample ([B, C, T, H, W] -> [B]).
+
+    With ``frame_mask`` [B, T] only pairs of two counted frames enter. A sample with fewer than
+    two frames (or no counted pair) gets 0.
+    """
+    if error.dim() != 5:
+        raise ValueError(f"expected [B, C, T, H, W], got {tuple(error.shape)}")
+    if error.shape[2] < 2:
+        return error.new_zeros(error.shape[0])
+    diff = error[:, :, 1:] - error[:, :, :-1]
+    pair_mask = None if frame_mask is None else frame_mask[:, 1:] & frame_mask[:, :-1]
+    return mean_flat(diff**2, pair_mask)

@@ -23,7 +23,7 @@ from soraflow.diffusion.conditioning import FrameConditioner
 from soraflow.diffusion.config import DEFAULT_STEPS, DiffusionConfig
 from soraflow.diffusion.guidance import GuidedDenoiser
 from soraflow.diffusion.iddpm import Model, _check_frame_mask, _model_kwargs, eval_timesteps
-from soraflow.diffusion.losses import mean_flat
+from soraflow.diffusion.losses import mean_flat, temporal_difference_mse
 from soraflow.diffusion.schedule import logit_normal_timesteps, rand, randn
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class RectifiedFlow:
         t: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """Velocity MSE per sample: ``{"loss", "mse", "t"}``, each [B] (no ``vb``)."""
+        """Velocity MSE per sample: ``{"loss", "mse", "t"}``, each [B] (no ``vb``); with
+        ``rflow.temporal_loss_weight`` also ``"temporal"`` (added to ``loss`` with that weight)."""
         x_start = x_start.float()
         batch, channels = x_start.shape[:2]
         device = x_start.device
@@ -116,8 +117,13 @@ class RectifiedFlow:
         out = model(x_t, t, x_mask=x_mask, **_model_kwargs(model_kwargs)).float()
         if out.shape[2:] != x_start.shape[2:] or out.shape[1] not in (channels, 2 * channels):
             raise ValueError(f"model returned {tuple(out.shape)} for input {tuple(x_start.shape)} (want C or 2C channels)")
-        mse = mean_flat((out[:, :channels] - (x_start - noise)) ** 2, x_mask)
-        return {"loss": mse, "mse": mse, "t": t}
+        error = out[:, :channels] - (x_start - noise)
+        mse = mean_flat(error**2, x_mask)
+        terms = {"loss": mse, "mse": mse, "t": t}
+        if self.options.temporal_loss_weight > 0:
+            terms["temporal"] = temporal_difference_mse(error, x_mask)
+            terms["loss"] = mse + self.options.temporal_loss_weight * terms["temporal"]
+        return terms
 
     def eval_timesteps(self, num: int = 10) -> list[float]:
         return eval_timesteps(self.num_timesteps, num)
@@ -133,14 +139,15 @@ class RectifiedFlow:
         x_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Loss [K, B] at each of K fixed timesteps (unshifted; same noise for all)."""
+        """Velocity MSE [K, B] at each of K fixed timesteps (unshifted; same noise for all; no
+        temporal term, so figures compare across ``temporal_loss_weight`` settings)."""
         timesteps = list(timesteps) if timesteps is not None else self.eval_timesteps()
         if noise is None:
             noise = randn(x_start.shape, generator, x_start.device)
         rows = []
         for tv in timesteps:
             t = torch.full((x_start.shape[0],), float(tv), device=x_start.device)
-            rows.append(self.training_losses(model, x_start, model_kwargs, x_mask=x_mask, noise=noise, t=t)["loss"])
+            rows.append(self.training_losses(model, x_start, model_kwargs, x_mask=x_mask, noise=noise, t=t)["mse"])
         return torch.stack(rows)
 
     def sampling_timesteps(self, steps: int, model_kwargs: Mapping[str, Any] | None, batch: int, num_frames: int, device: torch.device) -> list[Tensor]:

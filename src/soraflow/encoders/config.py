@@ -59,6 +59,10 @@ class VAEDemoTrainConfig(StrictModel):
     max_val_frames: int = Field(256, ge=1)
     # Frames used to measure the latent mean/std that set shift_factor / scaling_factor.
     stats_frames: int = Field(256, ge=1)
+    # Also save per-channel latents_mean / latents_std (diffusers' fields): each latent channel
+    # then reaches the diffusion model at unit variance (the 16-channel demo VAE's channels
+    # span 0.3-1.6 in std around the global scale). False: one global shift and scale, as SD.
+    per_channel_stats: bool = False
     seed: int = Field(0, ge=0)
     # Intra-op threads while training (restored afterwards); null = torch's default. One is
     # fastest for this small network: measured 0.14 s/step with 1 thread against 5 s/step with

@@ -6,6 +6,10 @@ Frames are encoded in micro-batches so memory stays bounded however long the cli
 
 Latents are ``(z - shift_factor) * scaling_factor`` with ``shift_factor`` from the saved config
 (0 when absent, as for the SD VAEs), so the diffusion model sees roughly unit-variance inputs.
+A config with per-channel ``latents_mean`` / ``latents_std`` (diffusers' fields, as in
+Playground v2.5) gives ``(z - latents_mean) * scaling_factor / latents_std`` per channel instead:
+every channel then reaches the diffusion model at unit variance, so a channel that carries
+little energy (but, say, an object's colour) is not drowned by the noise long before the others.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ class VideoVAE(nn.Module):
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else cfg.scaling_factor)
         shift = getattr(cfg, "shift_factor", None)
         self.shift_factor = float(shift) if shift is not None else 0.0
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        if (mean is None) != (std is None):
+            raise ValueError("the VAE config has only one of latents_mean / latents_std")
+        if mean is not None:
+            channels = int(cfg.latent_channels)
+            if len(mean) != channels or len(std) != channels or min(std) <= 0:
+                raise ValueError(f"latents_mean / latents_std need {channels} values (std > 0)")
+            # per-channel shift and scale, [1, C, 1, 1]; replaces the scalar shift_factor
+            self.register_buffer("_channel_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("_channel_scale", (self.scaling_factor / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1), persistent=False)
+        else:
+            self._channel_mean = self._channel_scale = None
         self.micro_batch_frames = int(micro_batch_frames)
         self.sample_posterior = bool(sample_posterior)
         self.module.requires_grad_(False)
@@ -110,6 +126,17 @@ class VideoVAE(nn.Module):
         return super().train(False)
 
     # ------------------------------------------------------------------ encode / decode
+    def _normalise(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw posterior ``z [N, C, h, w]`` -> the latents the diffusion model sees."""
+        if self._channel_mean is None:
+            return (z - self.shift_factor) * self.scaling_factor
+        return (z - self._channel_mean.to(z.device)) * self._channel_scale.to(z.device)
+
+    def _denormalise(self, latents: torch.Tensor) -> torch.Tensor:
+        if self._channel_mean is None:
+            return latents / self.scaling_factor + self.shift_factor
+        return latents / self._channel_scale.to(latents.device) + self._channel_mean.to(latents.device)
+
     def _chunks(self, n: int) -> list[slice]:
         step = self.micro_batch_frames if self.micro_batch_frames > 0 else n
         return [slice(i, min(i + step, n)) for i in range(0, n, step)]
@@ -125,7 +152,7 @@ class VideoVAE(nn.Module):
             x = frames[sl].to(device=self.device, dtype=self.dtype)
             dist = self.module.encode(x).latent_dist
             z = dist.sample(generator=generator) if self.sample_posterior else dist.mean
-            out.append(((z.float() - self.shift_factor) * self.scaling_factor))
+            out.append(self._normalise(z.float()))
         return torch.cat(out, dim=0)
 
     @torch.no_grad()
@@ -135,7 +162,7 @@ class VideoVAE(nn.Module):
             raise ValueError(f"expected latents [N, {self.latent_channels}, h, w], got {tuple(latents.shape)}")
         out = []
         for sl in self._chunks(latents.shape[0]):
-            z = latents[sl].to(device=self.device, dtype=torch.float32) / self.scaling_factor + self.shift_factor
+            z = self._denormalise(latents[sl].to(device=self.device, dtype=torch.float32))
             x = self.module.decode(z.to(self.dtype)).sample.float()
             out.append(x.clamp(-1.0, 1.0) if clamp else x)
         return torch.cat(out, dim=0)

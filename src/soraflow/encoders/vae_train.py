@@ -6,7 +6,8 @@ crops with per-pixel MSE plus a small KL term, evaluated by reconstruction PSNR 
 frames, and saved with ``save_pretrained`` so :func:`soraflow.encoders.vae.load_vae` reads it
 like any diffusers VAE. As Stable Diffusion did, the latent statistics set the saved
 ``scaling_factor`` (1 / std) and, beyond SD, ``shift_factor`` (the mean), so the diffusion
-model sees roughly zero-mean, unit-variance latents.
+model sees roughly zero-mean, unit-variance latents; with ``per_channel_stats`` the saved
+``latents_mean`` / ``latents_std`` standardise every channel on its own instead.
 """
 
 from __future__ import annotations
@@ -245,19 +246,23 @@ def _evaluate(vae: VideoVAE, frames: Sequence[torch.Tensor], batch: int) -> tupl
 
 
 @torch.no_grad()
-def _latent_stats(ae, frames: Sequence[torch.Tensor], batch: int) -> tuple[float, float]:
-    """Mean and std of the unscaled posterior means over ``frames``."""
-    total, total_sq, count = 0.0, 0.0, 0
+def _latent_stats(ae, frames: Sequence[torch.Tensor], batch: int) -> tuple[float, float, list[float], list[float]]:
+    """Mean and std of the unscaled posterior means over ``frames``: global, then per channel."""
+    total = total_sq = None
+    count = 0
     for group in _group_by_size(frames):
         for s in range(0, len(group), batch):
             x = _to_float(torch.stack([frames[i] for i in group[s : s + batch]]))
-            z = ae.encode(x).latent_dist.mean.double()
-            total += float(z.sum())
-            total_sq += float(z.pow(2).sum())
-            count += z.numel()
-    mean = total / count
-    var = max(total_sq / count - mean * mean, 1e-12)
-    return mean, math.sqrt(var)
+            z = ae.encode(x).latent_dist.mean.double().transpose(0, 1).flatten(1)  # [C, N*h*w]
+            sums, sq = z.sum(dim=1), z.pow(2).sum(dim=1)
+            total = sums if total is None else total + sums
+            total_sq = sq if total_sq is None else total_sq + sq
+            count += z.shape[1]
+    mean_c = total / count
+    var_c = (total_sq / count - mean_c**2).clamp(min=1e-12)
+    mean = float(mean_c.mean())
+    var = max(float(total_sq.sum()) / (count * len(mean_c)) - mean * mean, 1e-12)
+    return mean, math.sqrt(var), mean_c.tolist(), var_c.sqrt().tolist()
 
 
 def train_demo_vae(
@@ -352,8 +357,12 @@ def _train_demo_vae(
 
     eval_batch = max(1, cfg.batch_size)
     stats_idx = torch.randperm(len(train), generator=gen)[: cfg.stats_frames].tolist()
-    mean, std = _latent_stats(ae, [train[i] for i in stats_idx], eval_batch)
-    ae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
+    mean, std, channel_mean, channel_std = _latent_stats(ae, [train[i] for i in stats_idx], eval_batch)
+    if cfg.per_channel_stats:
+        # (z - latents_mean) * scaling_factor / latents_std, per channel (diffusers' convention)
+        ae.register_to_config(scaling_factor=1.0, shift_factor=0.0, latents_mean=channel_mean, latents_std=channel_std)
+    else:
+        ae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
     vae = VideoVAE(ae, micro_batch_frames=eval_batch)
     value, originals, recons = _evaluate(vae, val, eval_batch)
 
@@ -367,8 +376,8 @@ def _train_demo_vae(
         seconds=seconds,
         total_seconds=0.0,
         final_loss=float(np.mean(tail)),
-        scaling_factor=1.0 / std,
-        shift_factor=mean,
+        scaling_factor=1.0 if cfg.per_channel_stats else 1.0 / std,
+        shift_factor=0.0 if cfg.per_channel_stats else mean,
         latent_std=std,
         latent_mean=mean,
         num_train_frames=len(train),

@@ -51,6 +51,10 @@ class STDiT2Config(StrictModel):
     default_fps: float = Field(24.0, gt=0.0, le=1000.0)
     #: Recompute each block in the backward pass (torch.utils.checkpoint, non-reentrant).
     grad_checkpointing: bool = False
+    #: Zero-initialise the temporal attention's output projection (the original: a fresh model's
+    #: temporal branch is the identity, so image weights load into a working video model).
+    #: False: xavier-initialised like the spatial one, for training from scratch.
+    zero_init_temporal: bool = True
 
     @field_validator("patch_size")
     @classmethod
@@ -128,6 +132,8 @@ class ModelConfig(StrictModel):
     default_fps: float = Field(24.0, gt=0.0, le=1000.0)
     #: The model's default (saved in config.json); ``train.grad_checkpointing`` also turns it on.
     grad_checkpointing: bool = False
+    #: False: the temporal attention output starts xavier-initialised instead of zero (from scratch).
+    zero_init_temporal: bool = True
     #: dtype of the weights when built/loaded: fp32 (training; mixed precision is
     #: ``train.mixed_precision``'s autocast) or bf16 (half the memory, inference).
     dtype: Literal["fp32", "bf16"] = "fp32"
@@ -180,4 +186,5 @@ class ModelConfig(StrictModel):
             base_pixel_size=self.base_pixel_size,
             default_fps=self.default_fps,
             grad_checkpointing=self.grad_checkpointing,
+            zero_init_temporal=self.zero_init_temporal,
         )

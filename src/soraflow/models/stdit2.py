@@ -245,8 +245,9 @@ class STDiT2(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.cross_attn.proj.weight)
             nn.init.zeros_(block.cross_attn.proj.bias)
-            nn.init.zeros_(block.attn_temp.proj.weight)
-            nn.init.zeros_(block.attn_temp.proj.bias)
+            if self.config.zero_init_temporal:
+                nn.init.zeros_(block.attn_temp.proj.weight)
+                nn.init.zeros_(block.attn_temp.proj.bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 

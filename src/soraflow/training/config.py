@@ -29,12 +29,17 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     #: Linear warmup from 0 to ``lr`` over this many steps (0: constant lr, the original).
     warmup_steps: int = Field(0, ge=0)
+    #: After the warmup: ``constant`` (the original) or ``cosine`` (a half cosine down to
+    #: ``min_lr_ratio * lr`` at the last step; better final weights for a short run from scratch).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     #: Max global grad norm; 0 disables clipping (the norm is still computed and reported).
     grad_clip: float = Field(1.0, ge=0.0)
     grad_accum_steps: int = Field(1, ge=1, le=4096)
     #: EMA decay per optimizer step; the EMA copy is kept in fp32.
     ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
-    #: ``auto``: bf16 autocast on CUDA, fp32 on CPU. ``bf16``: autocast everywhere. ``fp32``: none.
+    #: ``auto``: bf16 autocast on CUDA and on CPUs with native bf16 units (AVX512-BF16, AMX), else
+    #: fp32 (:mod:`soraflow.precision`). ``bf16``: autocast everywhere. ``fp32``: none.
     mixed_precision: Literal["auto", "bf16", "fp32"] = "auto"
     grad_checkpointing: bool = False
     seed: int = Field(42, ge=0, le=2**31 - 1)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from soraflow.precision import use_bf16_autocast
 from soraflow.training.checkpoint import (
     CONFIG_FILE,
     EMA_FILE,
@@ -80,17 +81,30 @@ class TrainResult:
     last_metrics: dict[str, float]
 
 
-def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
-    """LR factor: linear from 1/warmup to 1 over ``warmup_steps``, then constant."""
+def warmup_lambda(
+    warmup_steps: int, schedule: str = "constant", total_steps: int = 0, min_lr_ratio: float = 0.0
+) -> Callable[[int], float]:
+    """LR factor: linear from 1/warmup to 1 over ``warmup_steps``, then constant, or (``cosine``)
+    a half cosine from 1 down to ``min_lr_ratio`` at ``total_steps``."""
 
     def factor(step: int) -> float:
-        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+        warm = 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+        if schedule != "cosine" or step < warmup_steps or total_steps <= warmup_steps:
+            return warm
+        progress = min(1.0, (step + 1 - warmup_steps) / (total_steps - warmup_steps))  # 1 at the last step
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
 
+def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """The LR factor of ``cfg`` (warmup, then its ``lr_schedule``) for a run of ``total_steps``."""
+    return warmup_lambda(cfg.warmup_steps, cfg.lr_schedule, total_steps, cfg.min_lr_ratio)
+
+
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    """bf16 autocast for this run (``auto``: on CUDA and on CPUs with native bf16 units)."""
+    return use_bf16_autocast(cfg.mixed_precision, device)
 
 
 def set_determinism(enabled: bool) -> None:
@@ -167,8 +181,10 @@ class _Run:
         self.ema = EMA(self.inner, cfg.ema_decay)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
+        # The fused kernel (one pass over all parameters) saves ~8% of a small model's CPU step;
+        # FSDP2's sharded DTensor parameters keep the default implementation.
+        fused = True if not self.sharded and all(p.device.type in ("cpu", "cuda") for p in params) else None
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         seed_everything(rank_seed(cfg.seed, ctx.rank, ctx.world_size))
         self.dropout_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 1, ctx.rank, ctx.world_size))
         self.generators = {"caption_dropout": self.dropout_gen, **comp.generators}
@@ -182,6 +198,7 @@ class _Run:
             pin_memory=ctx.device.type == "cuda",
         )
         self.total = self.total_steps()  # before any resume moves the sampler
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.total))
 
     # ---- start: resume or initialise ---------------------------------------------------
 
@@ -249,7 +266,7 @@ class _Run:
                 raise CheckpointError(f"train.init_optimizer: {path} has no {STATE_FILE} (a final folder has none)")
             optim = load_train_state(path)["optimizer"] if ctx.is_main else {}
             load_optimizer_state(self.model, self.optimizer, optim, ctx)
-            factor = warmup_lambda(cfg.warmup_steps)(0)
+            factor = lr_lambda(cfg, self.total)(0)
             for group in self.optimizer.param_groups:  # this stage's hyper-parameters win
                 group["initial_lr"] = cfg.lr
                 group["lr"] = cfg.lr * factor
