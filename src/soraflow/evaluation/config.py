@@ -84,6 +84,9 @@ class EvalConfig(StrictModel):
     heldout_loss: bool = True
     loss_timesteps: int = Field(10, ge=1, le=1000)
     loss_batch_size: int = Field(32, ge=1, le=4096)
+    #: Held-out clips for the caption-sensitivity metrics (loss with one attribute word swapped,
+    #: :mod:`soraflow.evaluation.caption_sensitivity`); 0 = off.
+    caption_sensitivity_clips: int = Field(48, ge=0, le=100_000)
     #: Videos in the MLflow sample grid.
     grid_samples: int = Field(16, ge=1, le=1024)
     #: Outputs: the dvc metrics file and the folder of plot CSVs.

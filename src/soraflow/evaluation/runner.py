@@ -398,6 +398,8 @@ def evaluate_model(params, generator, *, classifier: AttributeClassifier | None 
     # -- held-out diffusion loss
     if cfg.heldout_loss:
         _heldout_loss(params, generator, report, progress)
+    if cfg.caption_sensitivity_clips > 0:
+        _caption_sensitivity(params, generator, report)
 
     # -- image-to-video
     if cfg.i2v:
@@ -425,6 +427,27 @@ def _heldout_loss(params, generator, report: EvalReport, progress: bool) -> None
     )
     report.loss = result
     report.metrics.update(result.metrics())
+
+
+def _caption_sensitivity(params, generator, report: EvalReport) -> None:
+    from soraflow.evaluation.caption_sensitivity import caption_sensitivity
+    from soraflow.features.cache import FeatureCache
+
+    if getattr(generator, "model", None) is None or not hasattr(generator, "encode_prompts"):
+        report.note("caption_sensitivity: not measured (the generator exposes no diffusion model and text encoder)")
+        return
+    try:
+        cache = FeatureCache(Path(params.features.output), split="heldout")
+    except FileNotFoundError as err:
+        report.note(f"caption_sensitivity: not measured ({err})")
+        return
+    found = caption_sensitivity(
+        generator.model, generator.diffusion, cache, generator.encode_prompts,
+        max_clips=params.eval.caption_sensitivity_clips, seed=params.eval.seed,
+    )
+    if not found:
+        report.note("caption_sensitivity: no held-out video clip with a demo caption")
+    report.metrics.update(found)
 
 
 def _vae_round_trip(vae, frame: np.ndarray) -> np.ndarray:
