@@ -200,13 +200,19 @@ def _manifest_hashes(out: Path) -> dict[str, str]:
 
 def test_same_seed_same_corpus_other_seed_differs(corpus: tuple[Path, object], tmp_path: Path) -> None:
     out, _ = corpus
-    # Same seed, one worker instead of two: byte-identical manifests, identical decoded frames.
+    # Same seed, one worker instead of two: byte-identical manifests and the same pictures.
+    # Rendered frames are identical; libx264 here is not bit-exact from run to run even on one
+    # thread (measured: 1 in 6 encodes of the same frames differs, 56-83 dB apart), so the
+    # decoded videos must agree to within codec noise, far above two different scenes.
     again = tmp_path / "again"
     generate_corpus(SMALL.model_copy(update={"workers": 1}), again, progress=False)
     assert _manifest_hashes(again) == _manifest_hashes(out)
     videos = pd.read_parquet(out / "videos.parquet")
     for p in videos[videos.kind == "video"].path:
-        assert np.array_equal(decode(out / p)[0], decode(again / p)[0])
+        a, b = decode(out / p)[0].astype(np.float64), decode(again / p)[0].astype(np.float64)
+        assert a.shape == b.shape
+        mse = float(((a - b) ** 2).mean())
+        assert mse == 0 or 10 * np.log10(255**2 / mse) > 45, (p, mse)
 
     other = tmp_path / "other"
     generate_corpus(SMALL.model_copy(update={"seed": 1, "workers": 1}), other, progress=False)

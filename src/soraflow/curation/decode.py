@@ -7,11 +7,8 @@ resized (libswscale) only when the source is larger than the clip size or has od
 The detector gets a subsampled frame built from the planes (every k-th pixel, as
 PySceneDetect's own ``downscale`` did), converted to BGR at that small size.
 
-Every colour conversion and resize goes through :func:`reformat`: a per-thread, reused,
-one-thread swscale context. PyAV (>= 17) otherwise builds a new context with its own thread
-pool for every frame (``frame.reformat``, ``frame.to_ndarray(format=...)``): 3.5 ms of wall
-time to downscale one 480p frame on a busy 2-core machine, against 0.24 ms reused; the
-pixels are the same.
+Every colour conversion and resize goes through :func:`soraflow.avframes.reformat` (a reused
+one-thread swscale context; see there why).
 
 Rotation from the display matrix is applied to everything that leaves this module (RGB
 frames, detector frames, encoded clips), so clips are upright. A decode error part-way
@@ -23,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,50 +27,12 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from av.video.reformatter import VideoReformatter
+
+from soraflow.avframes import reformat, to_rgb
 
 log = logging.getLogger(__name__)
 
 _YUV420 = {"yuv420p", "yuvj420p"}
-_LOCAL = threading.local()
-
-
-def _threads_supported() -> bool:
-    """Whether this PyAV's reformat takes ``threads`` (PyAV >= 17, where the default is "auto")."""
-    try:
-        VideoReformatter().reformat(av.VideoFrame(2, 2, "yuv420p"), format="rgb24", threads=1)
-    except TypeError:
-        return False
-    return True
-
-
-_ONE_THREAD = {"threads": 1} if _threads_supported() else {}
-
-
-def reformat(
-    frame: av.VideoFrame,
-    width: int | None = None,
-    height: int | None = None,
-    format: str | None = None,
-    interpolation: str | None = None,
-) -> av.VideoFrame:
-    """``frame.reformat(...)`` on a reused one-thread swscale context (see the module docstring).
-
-    One reformatter per thread and per target, since a reformatter keeps the context of its
-    last call; the same frame comes back when nothing needs doing.
-    """
-    cache = _LOCAL.__dict__.setdefault("reformatters", {})
-    key = (width, height, format, interpolation)
-    if key not in cache:
-        cache[key] = VideoReformatter()
-    return cache[key].reformat(
-        frame, width=width, height=height, format=format, interpolation=interpolation, **_ONE_THREAD
-    )
-
-
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB of a decoded frame (same pixels as ``to_ndarray(format="rgb24")``)."""
-    return reformat(frame, format="rgb24").to_ndarray()
 
 
 def even_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from soraflow.curation.config import ClipsConfig
-from soraflow.curation.decode import reformat
+from soraflow.avframes import reformat
 
 
 def rate_fraction(fps: float) -> Fraction:

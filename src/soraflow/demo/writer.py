@@ -15,6 +15,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from soraflow.avframes import yuv420p_from_rgb
 from soraflow.demo.render import iter_media_frames
 from soraflow.demo.spec import MediaSpec
 
@@ -48,7 +49,7 @@ def write_video(
             if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
                 expected = f"({height}, {width}, 3) uint8"
                 raise ValueError(f"frame {count} has shape {frame.shape} {frame.dtype}, expected {expected}")
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf = yuv420p_from_rgb(frame)  # one-thread conversion: the same pixels in every process
             vf.pts = count
             vf.time_base = Fraction(1, fps)
             for packet in stream.encode(vf):
