@@ -35,13 +35,16 @@ __all__ = [
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-    """``scaled_dot_product_attention``; on CPU, bf16 q/k/v (autocast) are attended in fp32.
+    """``scaled_dot_product_attention``; on CPU, bf16 q/k/v (autocast) with heads narrower than
+    64 channels are attended in fp32.
 
-    PyTorch's CPU flash-attention kernel is several times slower in bf16 than in fp32 in the
-    backward pass (measured 6.6x on a 192-wide STDiT2 block: it dominated a bf16 training step),
-    while the matmuls around it gain from bf16. On CUDA the bf16 kernels are the fast ones.
+    PyTorch's CPU flash-attention kernel is far slower in bf16 than in fp32 for narrow heads:
+    forward+backward at 16 tokens, head width 16-48, was 4-13x slower (it dominated a bf16
+    training step of the demo's 24-channel heads), while the matmuls around it gain from bf16.
+    At 64 channels the casts cost more than they save (STDiT2-B/2 step: 3.39 s with fp32
+    attention, 3.11 s without). On CUDA the bf16 kernels are the fast ones.
     """
-    if q.device.type == "cpu" and (
+    if q.device.type == "cpu" and q.shape[-1] < 64 and (
         torch.is_autocast_enabled("cpu") or torch.bfloat16 in (q.dtype, k.dtype, v.dtype)
     ):
         with torch.autocast("cpu", enabled=False):
