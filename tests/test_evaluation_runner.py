@@ -79,6 +79,10 @@ def test_run_evaluation_writes_the_metrics_file_and_plots(corpus, classifier):
     assert "heldout_loss_t091" in metrics and "heldout_loss_32px_2x16x16" in metrics
     # the oracle generator keeps the conditioning frame exactly (identity VAE): PSNR capped at 100 dB
     assert metrics["i2v_first_frame_psnr"] == 100.0 and 0.0 <= metrics["i2v_color_kept"] <= 1.0
+    i2v = pd.read_csv(corpus / "metrics" / "eval_i2v.csv")
+    for column, metric in (("predicted_direction", "i2v_direction_accuracy"),
+                           ("predicted_direction_real", "i2v_direction_accuracy_real")):
+        assert metrics[metric] == pytest.approx((i2v[column] == i2v["direction"]).mean())
     # prompts: held-out captions only, each sampled samples_per_prompt times with seeded batches
     clips = pd.read_parquet(corpus / "curated" / "clips.parquet")
     train_captions = set(clips.loc[clips["split"] == "train", "text"])

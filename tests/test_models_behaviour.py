@@ -338,3 +338,31 @@ def test_zero_init_temporal_switch():
         norms = [float(b.attn_temp.proj.weight.norm()) for b in model.blocks]
         assert all((n == 0.0) is flag for n in norms), norms
         assert all(float(b.cross_attn.proj.weight.norm()) == 0.0 for b in model.blocks)
+
+
+@pytest.mark.slow  # compiling takes about a minute on a small CPU
+def test_compiled_blocks_match_eager_under_bf16_autocast():
+    """`compile_blocks` (used by benchmarks/model.py --compile) computes what the eager model
+    computes, in fp32 and under CPU bf16 autocast, where the compiled graph takes plain
+    F.linear (inductor fuses the casts) instead of the eager custom low-precision matmul."""
+    import torch._dynamo
+
+    eager = tiny_model().train()
+    compiled = tiny_model().train()
+    compiled.compile_blocks(dynamic=False)
+    x, t, y, kw = inputs(frames=4, height=8, width=8)
+    torch._dynamo.reset()
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        outs, grads = [], []
+        for model in (eager, compiled):
+            model.zero_grad()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                out = model(x, t, y, **kw)
+            out.float().square().mean().backward()
+            outs.append(out.float())
+            grads.append(model.blocks[0].mlp.fc1.weight.grad.clone())
+        assert outs[0].dtype == torch.float32
+        scale = outs[0].abs().max()
+        assert (outs[0] - outs[1]).abs().max() <= tol * scale, dtype
+        assert (grads[0] - grads[1]).abs().max() <= 5 * tol * grads[0].abs().max(), dtype
+    torch._dynamo.reset()

@@ -21,7 +21,9 @@ What is measured (keys of ``metrics/eval.json``):
 * image-to-video: ``i2v_first_frame_psnr`` (first generated frame vs the conditioning image
   after the VAE round trip) and ``i2v_color_kept`` (fraction of generated frames whose
   classifier colour is the reference clip's object colour), with ``i2v_color_kept_real`` (the
-  same on the reference clip's own frames: the ceiling of a per-frame colour judgement).
+  same on the reference clip's own frames: the ceiling of a per-frame colour judgement), and
+  ``i2v_direction_accuracy`` (the generated clip moves as the prompt says, with the object's
+  start given) beside ``i2v_direction_accuracy_real`` (the classifier on the reference clips).
 
 A metric that cannot be measured is left out and the reason is logged and kept in
 ``EvalReport.notes``; no number is ever made up.
@@ -475,8 +477,10 @@ def _image_to_video(params, generator, classifier, report: EvalReport, clip_ids:
         )[0]
         target = _vae_round_trip(generator.vae, reference)
         colour = str(held.loc[i, "color"])  # the reference clip's object colour (its caption)
-        frame_colors = predict_videos(classifier, video[None])["frame_color"][0]
-        real_colors = predict_videos(classifier, real_windows[i][:1])["frame_color"][0]
+        generated = predict_videos(classifier, video[None])
+        real = predict_videos(classifier, real_windows[i][:1])
+        frame_colors, real_colors = generated["frame_color"][0], real["frame_color"][0]
+        direction = str(held.loc[i, "direction"])  # the prompt's direction ("none": standing still)
         records.append(
             {
                 "prompt": prompt,
@@ -486,6 +490,9 @@ def _image_to_video(params, generator, classifier, report: EvalReport, clip_ids:
                 "reference_predicted_color": predict_videos(classifier, reference[None, None])["frame_color"][0][0],
                 "color_kept": float(np.mean([c == colour for c in frame_colors])),
                 "color_kept_real": float(np.mean([c == colour for c in real_colors])),
+                "direction": direction,
+                "predicted_direction": generated["direction"][0],
+                "predicted_direction_real": real["direction"][0],
             }
         )
     table = pd.DataFrame(records)
@@ -496,6 +503,9 @@ def _image_to_video(params, generator, classifier, report: EvalReport, clip_ids:
     m["i2v_vae_round_trip_psnr"] = _nanmean(np.minimum(table["vae_round_trip_psnr"].to_numpy(), 100.0))
     m["i2v_color_kept"] = _nanmean(table["color_kept"])
     m["i2v_color_kept_real"] = _nanmean(table["color_kept_real"])
+    # with the object's position given by the first frame, does the clip move the prompted way?
+    m["i2v_direction_accuracy"] = accuracy(table["predicted_direction"].tolist(), table["direction"].tolist())
+    m["i2v_direction_accuracy_real"] = accuracy(table["predicted_direction_real"].tolist(), table["direction"].tolist())
     m["i2v_count"] = float(len(table))
 
 

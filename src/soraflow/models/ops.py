@@ -39,8 +39,8 @@ FOLD_RATIO = 2
 def lowp_cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     """The low-precision dtype a CPU matmul on ``x`` will run in (autocast or bf16/fp16
     weights), or None for fp32 / non-CPU."""
-    if x.device.type != "cpu":
-        return None
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return None  # compiled blocks: inductor plans the matmul layouts and fuses the casts
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
         return dtype if dtype in _LOWP else None
