@@ -39,8 +39,8 @@ FOLD_RATIO = 2
 def lowp_cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     """The low-precision dtype a CPU matmul on ``x`` will run in (autocast or bf16/fp16
     weights), or None for fp32 / non-CPU."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
-        return None  # compiled blocks: inductor plans the matmul layouts and fuses the casts
+    if x.device.type != "cpu":
+        return None
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
         return dtype if dtype in _LOWP else None
@@ -109,8 +109,8 @@ class _CpuLowpLinear(torch.autograd.Function):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``, with the layout-aware backward for low-precision matmuls on CPU."""
     dtype = lowp_cpu_dtype(x, weight)
-    if dtype is None:
-        return F.linear(x, weight, bias)
+    if dtype is None or torch.compiler.is_compiling():
+        return F.linear(x, weight, bias)  # compiled blocks: inductor plans the layouts and fuses the casts
     shape = x.shape
     out = _CpuLowpLinear.apply(
         x.reshape(-1, shape[-1]).to(dtype),
