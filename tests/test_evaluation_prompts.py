@@ -92,6 +92,20 @@ def test_heldout_prompts_never_come_from_the_training_split():
     assert prompts["half"].tolist() == ["A", "B", "A", "B"]
 
 
+def test_captions_trained_through_augmentation_are_never_prompts():
+    """A mirrored training window of "... moving left ..." trains the model on "... moving right ...":
+    that caption is then a training caption, and its combination is not novel."""
+    table = _table()
+    mirrored = "a yellow triangle moving right on a navy background"  # a held-out caption above
+    prompts = select_heldout_prompts(table, num_prompts=10, seed=3, trained_captions=[mirrored, "real footage"])
+    assert mirrored not in set(prompts["prompt"]) and len(prompts) == 3
+    # the mirror of a blue square moving up is not in the table; its combination stops being novel
+    reversed_blue = "a blue circle moving down on a navy background"
+    novel = select_heldout_prompts(table, num_prompts=10, seed=3, trained_captions=[reversed_blue])
+    row = novel.set_index("prompt").loc["a blue circle moving down on a teal background"]
+    assert not row["novel_combination"]
+
+
 def test_heldout_prompts_are_capped_and_seeded():
     table = _table()
     a = select_heldout_prompts(table, num_prompts=2, seed=1)

@@ -38,6 +38,26 @@ def test_fresh_temporal_branch_is_the_identity():
     assert (after[:, :, :1] - alone).abs().max() > 1e-3
 
 
+def test_clip_spatial_attention_couples_frames_without_the_temporal_branch():
+    """spatial_attention="clip" is full 3-D attention: with the temporal branch still the identity,
+    frames meet in the spatial attention, which also knows their order (RoPE over frames);
+    the per-frame path (conditioning frames) computes the same as the folded one."""
+    model = tiny_model(temporal=False, spatial_attention="clip")
+    frame_model = tiny_model(temporal=False)
+    frame_model.load_state_dict(model.state_dict())  # same parameters in either mode
+    x, t, y, kw = inputs(frames=4)
+    video = model(x, t, y, **kw)
+    alone = model(x[:, :, :1], t, y, **kw)
+    assert (video[:, :, :1] - alone).abs().max() > 1e-3  # frame 0 reads the other frames
+    torch.testing.assert_close(frame_model(x[:, :, :1], t, y, **kw), alone, rtol=1e-5, atol=1e-5)
+    assert (frame_model(x, t, y, **kw) - video).abs().max() > 1e-3
+    # order matters: reversing the frames does not just reverse the output
+    reversed_out = model(x.flip(2), t, y, **kw).flip(2)
+    assert (reversed_out - video).abs().max() > 1e-3
+    all_cond = model(x, t, y, None, torch.zeros(2, 4, dtype=torch.bool), **kw)  # per-frame path
+    torch.testing.assert_close(all_cond, model(x, torch.zeros_like(t), y, **kw), rtol=1e-5, atol=1e-5)
+
+
 def test_fresh_temporal_branch_ignores_temporal_attention_weights():
     model = tiny_model(temporal=False)
     x, t, y, kw = inputs(frames=4)
@@ -59,8 +79,9 @@ def test_fresh_model_outputs_zero_and_has_the_zero_inits():
     assert model.t_block.weight.std().item() == pytest.approx(0.02, rel=0.1)
 
 
-def test_caption_padding_does_not_change_the_output():
-    model = tiny_model()
+@pytest.mark.parametrize("pooled", [False, True])
+def test_caption_padding_does_not_change_the_output(pooled):
+    model = tiny_model(pooled_caption=pooled)
     x, t, y, kw = inputs(caption_len=4)
     plain = model(x, t, y, **kw)  # 4 real tokens, no mask
     junk = torch.randn(2, 5, y.shape[-1]) * 10
@@ -75,6 +96,29 @@ def test_caption_padding_does_not_change_the_output():
     torch.testing.assert_close(out[:1], short, rtol=1e-5, atol=1e-5)
     # and the mask matters: unmasked garbage changes the output
     assert (model(x, t, padded, **kw) - plain).abs().max() > 1e-3
+
+
+def test_pooled_caption_modulates_every_block():
+    """pooled_caption=True: the caption reaches the adaLN modulation (its masked mean through an
+    MLP joins the timestep embedding), so it changes each block's shift/scale/gate; without it
+    the caption only reaches the tokens through cross-attention."""
+    x, t, y, kw = inputs(frames=2)
+    other = torch.randn_like(y)
+    for pooled in (False, True):
+        model = tiny_model(pooled_caption=pooled)
+        assert (model.y_pool_embedder is not None) is pooled
+        _, mod_a = _block_inputs(model, x, t, y, **kw)
+        _, mod_b = _block_inputs(model, x, t, other, **kw)
+        changed = (mod_a["t_spatial"] - mod_b["t_spatial"]).abs().max() > 1e-4
+        assert bool(changed) is pooled
+        changed_t = (mod_a["t_temporal"] - mod_b["t_temporal"]).abs().max() > 1e-4
+        assert bool(changed_t) is pooled
+    # the pooled state is a masked mean: a row with no real token pools to zero, finite output
+    mask = torch.tensor([[0] * y.shape[1], [1] * y.shape[1]])
+    out = model(x, t, y, mask, **kw)
+    assert torch.isfinite(out).all()
+    empty = model.y_pool_embedder(y, mask)[0]
+    torch.testing.assert_close(empty, model.y_pool_embedder.mlp(torch.zeros(1, y.shape[-1]))[0])
 
 
 def test_fully_padded_caption_row_is_finite_and_attends_to_nothing():

@@ -388,6 +388,68 @@ def test_feature_cache_is_consistent_and_matches_the_encoders(world, encoders, c
             assert torch.equal(again_row[key], per_row[i][key]), (i, key)
 
 
+def test_augmented_cache_holds_mirrored_and_reversed_windows_with_matching_captions(world, encoders, cache):
+    """features.augment: each training window is also cached mirrored, reversed and both, from
+    the same frames, with the caption's direction words swapped to match; held-out rows are not."""
+    from soraflow.evaluation.prompts import parse_caption
+    from soraflow.features.augment import Variant, transform_video, variant_caption
+    from soraflow.features.cache import FeatureCache, _window_seed
+    from soraflow.features.config import AugmentConfig
+
+    augment = AugmentConfig(hflip=True, reverse=True)
+    params = world.params.model_copy(update={"features": world.params.features.model_copy(update={"augment": augment})})
+    root = world.root / "features_augmented"
+    with kept_global_state():
+        from soraflow.features.cache import build_feature_cache
+
+        summary = build_feature_cache(cache.table, encoders.vae, encoders.text, params.buckets, params.features, root,
+                                      progress=False)
+    index = FeatureCache(root, split=None).index
+    plain = FeatureCache(cache.root, split=None)
+    names = ["", "hflip", "reverse", "hflip+reverse"]
+    for clip_id, rows in index.groupby("id"):
+        split = rows["split"].iloc[0]
+        expected = names if split == "train" else [""]
+        assert sorted(rows["window"]) == list(range(WINDOWS * len(expected))), clip_id
+        assert sorted(rows["augment"]) == sorted(expected * WINDOWS), clip_id
+        base_text = cache.table.set_index("id").loc[clip_id, "text"]
+        for _, row in rows.iterrows():
+            variant = Variant(hflip="hflip" in row["augment"], reverse="reverse" in row["augment"])
+            assert row["text"] == variant_caption(base_text, variant, augment)
+    assert summary.rows == len(index) and index["sample_id"].is_unique
+    assert set(index.loc[index["split"] != "train", "augment"]) <= {""}
+
+    # a moving training clip: the reversed window is the plain window's frames backwards (the demo
+    # VAE encodes frames one by one), the mirrored one is the VAE's encoding of the mirrored frames,
+    # and the captions say the opposite direction
+    full = FeatureCache(root, split=None)
+    moving = index[(index["split"] == "train") & (index["augment"] == "hflip")
+                   & index["text"].map(lambda t: parse_caption(t).direction in ("left", "right"))]
+    assert len(moving), "the tiny corpus has a training clip moving left or right"
+    row = moving.iloc[0]
+    wdx = int(row["window"]) % WINDOWS
+    by_window = index[(index["id"] == row["id"])].reset_index().set_index("window")  # "index": row in `full`
+    lat = {k: full.batch([int(by_window.loc[wdx + j * WINDOWS, "index"])])["latents"][0] for j, k in enumerate(names)}
+    ref = plain.index[(plain.index["id"] == row["id"]) & (plain.index["window"] == wdx)].index[0]
+    torch.testing.assert_close(lat[""], plain.batch([int(ref)])["latents"][0])
+    torch.testing.assert_close(lat["reverse"], lat[""].flip(1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lat["hflip+reverse"], lat["hflip"].flip(1), atol=1e-4, rtol=1e-4)
+    seed = _window_seed(params.features.seed, str(row["id"]), wdx)
+    start = int(np.random.default_rng(seed).integers(0, CLIP_FRAMES - 2 * T + 1))
+    from soraflow.buckets.dataset import read_video_frames, resize_crop_to_fill
+
+    frames = read_video_frames(row["path"], np.arange(start, start + 2 * T, 2))
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = (resize_crop_to_fill(x, H, W) / 127.5 - 1.0).permute(1, 0, 2, 3)
+    mirrored = encoders.vae.encode(transform_video(x, Variant(hflip=True))[None])[0]
+    torch.testing.assert_close(lat["hflip"], mirrored, atol=1e-4, rtol=1e-4)
+    assert (lat["hflip"] - lat[""]).abs().max() > 1e-2  # the comparison can fail
+    texts = by_window.loc[[wdx + j * WINDOWS for j in range(4)], "text"].map(lambda t: parse_caption(t).direction)
+    d = texts.iloc[0]
+    other = {"left": "right", "right": "left"}[d]
+    assert texts.tolist() == [d, other, other, d]
+
+
 # ----------------------------------------------------------------------------- 2. the real builder
 
 

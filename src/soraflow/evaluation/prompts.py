@@ -21,6 +21,8 @@ videos of half-A prompts with the real clips of half B, mirroring ``fid_real_hal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import re
 from dataclasses import dataclass
 
@@ -119,8 +121,14 @@ def with_attributes(clips: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def select_heldout_prompts(clips: pd.DataFrame, num_prompts: int, seed: int = 0) -> pd.DataFrame:
+def select_heldout_prompts(
+    clips: pd.DataFrame, num_prompts: int, seed: int = 0, trained_captions: Iterable[str] = ()
+) -> pd.DataFrame:
     """Held-out prompts (see the module docstring) as a table.
+
+    ``trained_captions``: captions the model also trained on beyond the table's training rows
+    (the feature cache's augmented windows); they are never prompts either, and their
+    attribute combinations are not novel.
 
     Columns: ``prompt``, ``color``, ``shape``, ``direction``, ``novel_combination`` (bool),
     ``clip_index`` (row label in ``clips`` of the held-out clip the prompt came from), ``half``.
@@ -130,8 +138,11 @@ def select_heldout_prompts(clips: pd.DataFrame, num_prompts: int, seed: int = 0)
         raise ValueError(f"the clip table needs 'split' and 'text' columns (has {list(clips.columns)})")
     table = with_attributes(clips)
     kind = table["kind"] if "kind" in table.columns else pd.Series("video", index=table.index)
+    extra = sorted(set(map(str, trained_captions)))
     train = table[table["split"] == "train"]
-    train_captions = set(clips.loc[clips["split"] == "train", "text"].astype(str))
+    if extra:
+        train = pd.concat([train, with_attributes(pd.DataFrame({"text": extra, "split": "train"}))])
+    train_captions = set(clips.loc[clips["split"] == "train", "text"].astype(str)) | set(extra)
     train_combos = set(zip(train["color"], train["shape"], train["direction"]))
     held = table[(table["split"] == "heldout") & (kind == "video") & table["direction"].notna()]
     held = held[~held["text"].astype(str).isin(train_captions)]

@@ -127,6 +127,19 @@ def _clip_table(params) -> pd.DataFrame:
     return with_attributes(pd.read_parquet(path))
 
 
+def _augmented_captions(params) -> list[str]:
+    """Training captions the feature cache added by augmentation (mirrored / reversed windows):
+    the model trained on them, so they are never held-out prompts."""
+    index = Path(params.features.output) / "index.parquet"
+    if not index.is_file():
+        return []
+    rows = pd.read_parquet(index)
+    if "augment" not in rows.columns:
+        return []
+    rows = rows[(rows["split"] == "train") & (rows["augment"] != "")]
+    return sorted(set(rows["text"].astype(str)))
+
+
 def _kind(table: pd.DataFrame) -> pd.Series:
     return table["kind"] if "kind" in table.columns else pd.Series("video", index=table.index)
 
@@ -192,7 +205,8 @@ def _generate(generator, prompts: list[str], *, size: tuple[int, int, int], opti
 def quick_prompts(params, num_prompts: int = 8) -> list[str]:
     """Held-out prompts for :func:`quick_prompt_following` during training (the same rule as
     the evaluation: never a training caption; unseen attribute combinations first)."""
-    return select_heldout_prompts(_clip_table(params), num_prompts, params.eval.seed)["prompt"].tolist()
+    table = _clip_table(params)
+    return select_heldout_prompts(table, num_prompts, params.eval.seed, _augmented_captions(params))["prompt"].tolist()
 
 
 def quick_prompt_following(
@@ -317,7 +331,7 @@ def evaluate_model(params, generator, *, classifier: AttributeClassifier | None 
 
     # -- held-out prompts and real references
     table = _clip_table(params)
-    prompts = select_heldout_prompts(table, cfg.num_prompts, cfg.seed)
+    prompts = select_heldout_prompts(table, cfg.num_prompts, cfg.seed, _augmented_captions(params))
     report.prompts = prompts
     m["num_prompts"] = float(len(prompts))
     m["num_prompts_novel_combination"] = float(prompts["novel_combination"].sum())

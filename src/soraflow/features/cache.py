@@ -2,7 +2,8 @@
 
 Layout of ``<output>/``:
 
-- ``index.parquet``: one row per cached sample (clip x window) with the clip's metadata
+- ``index.parquet``: one row per cached sample (clip x window x augmentation, see
+  :mod:`soraflow.features.augment`; ``augment`` names the transform, "" for none) with the clip's metadata
   (``id``, ``text``, ``split``, ``fps``, source ``height``/``width``), its bucket (the
   ``bucket_*`` columns of :func:`soraflow.buckets.assign_buckets`), the ``shard`` file and
   ``row`` inside it, and ``caption_index`` into the caption tensors;
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from soraflow.buckets import BucketsConfig, assign_buckets
 from soraflow.buckets.dataset import load_clip
+from soraflow.features.augment import Variant, cache_variants, transform_video, variant_caption
 from soraflow.features.config import FeaturesConfig
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,15 @@ def build_feature_cache(
             "(`soraflow buckets preview` explains each clip)"
         )
 
-    captions = sorted(set(kept["text"].astype(str)))
+    variants = cache_variants(config.augment)
+    train_variants, plain = variants, [Variant()]
+
+    def variants_of(rec: dict[str, Any]) -> list[Variant]:
+        return train_variants if rec["split"] == "train" else plain
+
+    texts = [variant_caption(str(rec["text"]), v, config.augment)
+             for rec in kept.to_dict("records") for v in variants_of(rec)]
+    captions = sorted(set(texts))
     cap_index = {c: i for i, c in enumerate(captions)}
     embs, masks = [], []
     for i in range(0, len(captions), 64):
@@ -120,7 +130,8 @@ def build_feature_cache(
 
     rows: list[dict[str, Any]] = []
     groups = kept.groupby(["bucket_resolution", "bucket_num_frames", "bucket_height", "bucket_width"], observed=True)
-    bar = tqdm(total=len(kept) * config.windows_per_clip, desc="features", disable=not progress, mininterval=1.0)
+    n_jobs = sum(len(variants_of(rec)) for rec in kept.to_dict("records")) * config.windows_per_clip
+    bar = tqdm(total=n_jobs, desc="features", disable=not progress, mininterval=1.0)
     shards = 0
     for (res, t, h, w), group in groups:
         name = _bucket_name(str(res), int(t), int(h), int(w))
@@ -142,23 +153,33 @@ def build_feature_cache(
             shard_k += 1
             shards += 1
 
-        jobs = [(rec, wdx) for rec in group.to_dict("records") for wdx in range(config.windows_per_clip)]
+        # A variant of window w is cached as window w + k * windows_per_clip (k = variant number),
+        # from the same frames as window w.
+        jobs = [
+            (rec, wdx, k, variant)
+            for rec in group.to_dict("records")
+            for wdx in range(config.windows_per_clip)
+            for k, variant in enumerate(variants_of(rec))
+        ]
         for j in range(0, len(jobs), config.encode_batch):
             chunk = jobs[j : j + config.encode_batch]
             videos = []
-            for rec, wdx in chunk:
+            for rec, wdx, _, variant in chunk:
                 rng = np.random.default_rng(_window_seed(config.seed, str(rec["id"]), wdx))
-                videos.append(load_clip(rec["path"], int(t), buckets.frame_interval, int(h), int(w), rng))
+                video = load_clip(rec["path"], int(t), buckets.frame_interval, int(h), int(w), rng)
+                videos.append(transform_video(video, variant))
             with torch.inference_mode():
                 lat = vae.encode(torch.stack(videos).to(vae.device, vae.dtype)).float().cpu()
             pending.append(lat)
-            for rec, wdx in chunk:
+            for rec, wdx, k, variant in chunk:
+                text = variant_caption(str(rec["text"]), variant, config.augment)
                 pending_rows.append(
                     {
                         "id": rec["id"],
-                        "window": wdx,
-                        "text": rec["text"],
-                        "caption_index": cap_index[str(rec["text"])],
+                        "window": wdx + k * config.windows_per_clip,
+                        "augment": variant.name,
+                        "text": text,
+                        "caption_index": cap_index[text],
                         "split": rec["split"],
                         "fps": _effective_fps(rec["fps"], int(t), buckets.frame_interval),
                         "source_height": int(rec["height"]),
@@ -225,7 +246,7 @@ class FeatureCache:
         # data-wait share of a training step).
         self._shard_of = self.index["shard"].to_numpy(dtype=object)
         self._row_of = self.index["row"].to_numpy(dtype=np.int64)
-        self._caption_of = torch.as_tensor(self.index["caption_index"].to_numpy(dtype=np.int64))
+        self._caption_of = torch.as_tensor(self.index["caption_index"].to_numpy(dtype=np.int64).copy())
         self._numbers = {
             key: torch.as_tensor(self.index[col].to_numpy(dtype=np.float32))
             for key, col in (("height", "bucket_height"), ("width", "bucket_width"),

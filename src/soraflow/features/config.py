@@ -9,6 +9,21 @@ from pydantic import Field
 from soraflow.config_base import StrictModel
 
 
+class AugmentConfig(StrictModel):
+    """Extra cached training windows whose captions are rewritten to match
+    (see :mod:`soraflow.features.augment`); held-out rows are never augmented."""
+
+    #: Cache a mirrored copy of every training window (caption words swapped by ``hflip_swap``).
+    hflip: bool = False
+    #: Cache a time-reversed copy (caption words swapped by ``reverse_swap``); with ``hflip`` also
+    #: the mirrored-and-reversed one.
+    reverse: bool = False
+    hflip_swap: dict[str, str] = Field(default_factory=lambda: {"left": "right", "right": "left"})
+    reverse_swap: dict[str, str] = Field(
+        default_factory=lambda: {"left": "right", "right": "left", "up": "down", "down": "up"}
+    )
+
+
 class FeaturesConfig(StrictModel):
     output: str = "data/features"
     # Random windows (start frames) encoded per clip: more windows, more augmentation, more disk.
@@ -20,3 +35,4 @@ class FeaturesConfig(StrictModel):
     splits: list[Literal["train", "heldout"]] = Field(default_factory=lambda: ["train", "heldout"], min_length=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)

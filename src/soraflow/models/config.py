@@ -55,6 +55,16 @@ class STDiT2Config(StrictModel):
     #: temporal branch is the identity, so image weights load into a working video model).
     #: False: xavier-initialised like the spatial one, for training from scratch.
     zero_init_temporal: bool = True
+    #: Span of the "spatial" self-attention: ``frame`` (the original: tokens of one frame) or
+    #: ``clip`` (every token of the clip, with RoPE over frames: full 3-D attention, so a token can
+    #: read where the object was in another frame and at another place in one step; the
+    #: temporal attention stays). Same parameters either way, so weights load across modes.
+    spatial_attention: Literal["frame", "clip"] = "frame"
+    #: Add the caption's pooled (masked-mean) state, through an MLP, to the timestep embedding
+    #: that drives every adaLN modulation (SD3 / Flux's "vector" conditioning). Cross-attention
+    #: only *adds* caption information to tokens; through the modulation the caption also
+    #: scales and gates each block's inputs. Off in Open-Sora 1.1.
+    pooled_caption: bool = False
 
     @field_validator("patch_size")
     @classmethod
@@ -134,6 +144,10 @@ class ModelConfig(StrictModel):
     grad_checkpointing: bool = False
     #: False: the temporal attention output starts xavier-initialised instead of zero (from scratch).
     zero_init_temporal: bool = True
+    #: frame (the original) | clip: the spatial attention spans the whole clip (full 3-D attention).
+    spatial_attention: Literal["frame", "clip"] = "frame"
+    #: true: the pooled caption also drives the adaLN modulation (SD3 / Flux style); off in 1.1.
+    pooled_caption: bool = False
     #: dtype of the weights when built/loaded: fp32 (training; mixed precision is
     #: ``train.mixed_precision``'s autocast) or bf16 (half the memory, inference).
     dtype: Literal["fp32", "bf16"] = "fp32"
@@ -187,4 +201,6 @@ class ModelConfig(StrictModel):
             default_fps=self.default_fps,
             grad_checkpointing=self.grad_checkpointing,
             zero_init_temporal=self.zero_init_temporal,
+            spatial_attention=self.spatial_attention,
+            pooled_caption=self.pooled_caption,
         )

@@ -25,6 +25,7 @@ __all__ = [
     "FinalLayer",
     "Mlp",
     "PatchEmbed",
+    "PooledCaptionEmbedder",
     "RMSNorm",
     "RotaryEmbedding",
     "TimestepEmbedder",
@@ -98,6 +99,25 @@ class CaptionEmbedder(nn.Module):
 
     def forward(self, y: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(y)))
+
+
+class PooledCaptionEmbedder(nn.Module):
+    """Masked mean of the caption's token states -> Linear -> SiLU -> Linear (model width).
+
+    A caption row without any real token pools to zeros (no NaN)."""
+
+    def __init__(self, in_channels: int, hidden_size: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``y [B, L, C_caption]``, ``mask [B, L]`` (nonzero = real token) -> ``[B, hidden]``."""
+        if mask is None:
+            pooled = y.mean(dim=1)
+        else:
+            w = (mask != 0).to(y.dtype)[..., None]
+            pooled = (y * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        return self.mlp(pooled)
 
 
 class PatchEmbed(nn.Module):

@@ -1,6 +1,7 @@
 """STDiT2: the spatial-temporal diffusion transformer of Open-Sora 1.1.
 
-One block = spatial self-attention (per frame) -> temporal self-attention (per spatial
+One block = spatial self-attention (per frame; or over the whole clip with RoPE over frames
+when ``spatial_attention = "clip"``) -> temporal self-attention (per spatial
 position, RoPE over frames) -> cross-attention to the caption -> MLP, with adaLN-single
 modulation: one timestep MLP shared by all blocks plus a learned per-block table.
 See ``/work/shared/reference/opensora-1.1.md`` part 1 for the original's facts and the
@@ -37,6 +38,7 @@ from soraflow.models.layers import (
     FinalLayer,
     Mlp,
     PatchEmbed,
+    PooledCaptionEmbedder,
     RotaryEmbedding,
     TimestepEmbedder,
     sincos_2d_position,
@@ -64,6 +66,7 @@ class STDiT2Block(nn.Module):
         #: Fold per-sample shift/scale/gate into per-sample weights (same math, fewer passes
         #: over the tokens). Off = the textbook elementwise modulation (used to count FLOPs).
         self.fold_modulation = True
+        self.clip_attention = config.spatial_attention == "clip"
 
     def forward(
         self,
@@ -74,12 +77,21 @@ class STDiT2Block(nn.Module):
         rope: tuple[Tensor, Tensor],
         attn_mask: Tensor | None = None,
         value_keep: Tensor | None = None,
+        rope_clip: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """``x [B, T, S, C]``; ``y [B, L, C]``; ``t_spatial [B, T', 6C]``, ``t_temporal [B, T', 3C]``
-        with T' = 1 (one timestep per sample) or T (per-frame timesteps, see ``x_mask``)."""
+        with T' = 1 (one timestep per sample) or T (per-frame timesteps, see ``x_mask``);
+        ``rope`` ``[T, head_dim]`` cos/sin over frames; ``rope_clip`` the same per token
+        ``[T*S, head_dim]`` (needed when the spatial attention spans the clip)."""
         if t_spatial.shape[1] == 1:
-            return self._forward_per_sample(x, y, t_spatial[:, 0], t_temporal[:, 0], rope, attn_mask, value_keep)
-        return self._forward_per_frame(x, y, t_spatial, t_temporal, rope, attn_mask, value_keep)
+            return self._forward_per_sample(
+                x, y, t_spatial[:, 0], t_temporal[:, 0], rope, attn_mask, value_keep, rope_clip
+            )
+        return self._forward_per_frame(x, y, t_spatial, t_temporal, rope, attn_mask, value_keep, rope_clip)
+
+    def _spatial_groups(self, b: int, t: int, s: int) -> tuple[int, int]:
+        """(groups, tokens per group) of the spatial attention: frames, or whole clips."""
+        return (b, t * s) if self.clip_attention else (b * t, s)
 
     def _forward_per_sample(
         self,
@@ -90,6 +102,7 @@ class STDiT2Block(nn.Module):
         rope: tuple[Tensor, Tensor],
         attn_mask: Tensor | None,
         value_keep: Tensor | None,
+        rope_clip: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """One modulation per sample: shift/scale/gate may fold into per-sample weights."""
         b, t, s, c = x.shape
@@ -99,10 +112,11 @@ class STDiT2Block(nn.Module):
         ).unbind(1)  # [B, C] each
         shift_tmp, scale_tmp, gate_tmp = (self.scale_shift_table_temporal + t_temporal.unflatten(-1, (3, c))).unbind(1)
 
-        # 1. spatial self-attention within each frame
+        # 1. spatial self-attention within each frame (or across the clip)
         h = F.layer_norm(x, (c,), eps=1e-6).view(b, t * s, c)
-        qkv = modulated_linear(h, self.attn.qkv, shift_msa, scale_msa, fold).view(b * t, s, 3 * c)
-        h = self.attn.attend(qkv).view(b, t * s, c)
+        groups, n = self._spatial_groups(b, t, s)
+        qkv = modulated_linear(h, self.attn.qkv, shift_msa, scale_msa, fold).view(groups, n, 3 * c)
+        h = self.attn.attend(qkv, rope_clip if self.clip_attention else None).view(b, t * s, c)
         x = gated_residual(x, h, self.attn.proj, gate_msa, lambda o: o.view(b, t, s, c), fold)
 
         # 2. temporal self-attention across frames at each spatial position (RoPE over T)
@@ -129,6 +143,7 @@ class STDiT2Block(nn.Module):
         rope: tuple[Tensor, Tensor],
         attn_mask: Tensor | None,
         value_keep: Tensor | None,
+        rope_clip: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Elementwise modulation ``[B, T', 1, C]`` (per-frame when conditioning frames use t = 0)."""
         b, t, s, c = x.shape
@@ -138,7 +153,8 @@ class STDiT2Block(nn.Module):
         shift_tmp, scale_tmp, gate_tmp = mod_t.unbind(3)
 
         h = modulate(F.layer_norm(x, (c,), eps=1e-6), shift_msa, scale_msa)
-        h = self.attn(h.view(b * t, s, c)).view(b, t, s, c)
+        groups, n = self._spatial_groups(b, t, s)
+        h = self.attn(h.view(groups, n, c), rope=rope_clip if self.clip_attention else None).view(b, t, s, c)
         x = torch.addcmul(x, gate_msa, h)
 
         h = modulate(F.layer_norm(x, (c,), eps=1e-6), shift_tmp, scale_tmp)
@@ -165,6 +181,7 @@ class STDiT2(nn.Module):
         self.t_block = nn.Linear(c, 6 * c)
         self.t_block_temp = nn.Linear(c, 3 * c)
         self.y_embedder = CaptionEmbedder(config.caption_channels, c, config.caption_max_length)
+        self.y_pool_embedder = PooledCaptionEmbedder(config.caption_channels, c) if config.pooled_caption else None
         self.rope = RotaryEmbedding(config.head_dim)
         self.blocks = nn.ModuleList([STDiT2Block(config) for _ in range(config.depth)])
         self.final_layer = FinalLayer(c, math.prod(config.patch_size), config.out_channels)
@@ -242,6 +259,9 @@ class STDiT2(nn.Module):
             nn.init.normal_(layer.weight, std=0.02)
         nn.init.normal_(self.y_embedder.fc1.weight, std=0.02)
         nn.init.normal_(self.y_embedder.fc2.weight, std=0.02)
+        if self.y_pool_embedder is not None:
+            nn.init.normal_(self.y_pool_embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(self.y_pool_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.cross_attn.proj.weight)
             nn.init.zeros_(block.cross_attn.proj.bias)
@@ -310,6 +330,16 @@ class STDiT2(nn.Module):
 
         # === adaLN-single inputs ===
         t_emb = self.t_embedder(_per_sample(timestep, b, device, "timestep"))  # [B, C]
+        if y.dim() == 4:
+            y = y.squeeze(1)
+        if y.dim() != 3 or y.shape[0] != b:
+            raise ValueError(f"y must be [B, L, C] with B = {b}, got shape {tuple(y.shape)}")
+        if mask is not None and mask.shape != y.shape[:2]:
+            raise ValueError(f"mask must be [B, L] = {tuple(y.shape[:2])}, got {tuple(mask.shape)}")
+        pooled = None
+        if self.y_pool_embedder is not None:  # the caption joins the timestep in every modulation
+            pooled = self.y_pool_embedder(y.to(dtype), mask)
+            t_emb = t_emb + pooled
         csize = self.csize_embedder(torch.stack([height_t, width_t], dim=1)).flatten(1)  # [B, 2C/3]
         data_info = torch.cat([csize, self.ar_embedder(ar_t)], dim=1)  # [B, C]
         fl = self.fl_embedder(frames_t) + self.fps_embedder(fps_t)  # [B, C]
@@ -323,6 +353,8 @@ class STDiT2(nn.Module):
         if x_mask is not None:
             frame_mask = self._frame_mask(x_mask, b, tx, nt, device)  # [B, T, 1] True = generate
             t0 = self.t_embedder(torch.zeros(b, device=device))
+            if pooled is not None:
+                t0 = t0 + pooled
             t0_spatial = self.t_block(F.silu(t0 + data_info))[:, None]
             t0_temporal = self.t_block_temp(F.silu(t0 + fl))[:, None]
             t_spatial = torch.where(frame_mask, t_spatial, t0_spatial)
@@ -330,15 +362,9 @@ class STDiT2(nn.Module):
             t_final = torch.where(frame_mask, t_final, t0[:, None])
 
         # === caption ===
-        if y.dim() == 4:
-            y = y.squeeze(1)
-        if y.dim() != 3 or y.shape[0] != b:
-            raise ValueError(f"y must be [B, L, C] with B = {b}, got shape {tuple(y.shape)}")
         y = self.y_embedder(y.to(dtype))  # [B, L, C]
         attn_mask = value_keep = None
         if mask is not None:
-            if mask.shape != y.shape[:2]:
-                raise ValueError(f"mask must be [B, L] = {tuple(y.shape[:2])}, got {tuple(mask.shape)}")
             keep = mask != 0
             has_tokens = keep.any(dim=1)  # rows without any real token attend to nothing
             attn_mask = (keep | ~has_tokens[:, None])[:, None, None, :]
@@ -346,14 +372,17 @@ class STDiT2(nn.Module):
 
         # === transformer ===
         rope = self.rope.cos_sin(nt, device)
+        rope_clip = None
+        if self.config.spatial_attention == "clip":  # every token rotated by its frame index
+            rope_clip = (rope[0].repeat_interleave(s, dim=0), rope[1].repeat_interleave(s, dim=0))
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             if use_ckpt:
                 tokens = checkpoint(
-                    block, tokens, y, t_spatial, t_temporal, rope, attn_mask, value_keep, use_reentrant=False
+                    block, tokens, y, t_spatial, t_temporal, rope, attn_mask, value_keep, rope_clip, use_reentrant=False
                 )
             else:
-                tokens = block(tokens, y, t_spatial, t_temporal, rope, attn_mask, value_keep)
+                tokens = block(tokens, y, t_spatial, t_temporal, rope, attn_mask, value_keep, rope_clip)
 
         # === final layer + unpatchify ===
         out = self.final_layer(tokens, t_final)  # [B, T, S, pt*ph*pw*C_out]
