@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--input", default="data/demo/raw", help="folder or manifest (default: data/demo/raw)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N files (0: all)")
     ap.add_argument("--repeat", type=int, default=1, help="repeat decode-only N times, keep the fastest")
+    ap.add_argument("--params", default=None,
+                    help="take the curate section from this params.yaml (default: the built-in defaults)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -52,7 +54,12 @@ def main() -> None:
             print(f"{src} not found: generating the demo corpus in {tmp}/demo")
             generate_corpus(DemoConfig(), Path(tmp) / "demo", progress=False)
             src = Path(tmp) / "demo" / "raw"
-        cfg = CurateConfig(input=str(src), output=str(Path(tmp) / "out"))
+        base = CurateConfig()
+        if args.params:
+            from soraflow.config import load_params
+
+            base = load_params(args.params).curate
+        cfg = base.model_copy(update={"input": str(src), "output": str(Path(tmp) / "out")})
         items = discover_inputs(cfg.input)
         if args.limit:
             items = items[: args.limit]
