@@ -274,6 +274,12 @@ def check_training_run(out: Path) -> list[dict]:
 # ----------------------------------------------------------------------------- 1. feature cache
 
 
+#: Cached latents come from batched VAE calls, the references from one clip at a time: the CPU
+#: convolution kernels may sum in another order for another batch size (seen: 1.3e-4 on one of
+#: 2048 values on the CI machine). Windows that differ differ by more than 1e-2 (checked below).
+LATENT_TOL = {"atol": 5e-4, "rtol": 1e-3}
+
+
 def window_latents(vae, path: str, start: int, frames: np.ndarray | None = None) -> torch.Tensor:
     """Latents of the T-frame window at ``start`` (stride frame_interval), encoded on their own."""
     from soraflow.buckets.dataset import read_video_frames, resize_crop_to_fill
@@ -356,12 +362,12 @@ def test_feature_cache_is_consistent_and_matches_the_encoders(world, encoders, c
         got = per_row[i]["latents"][0]
         if row["id"] == "still0":
             want = window_latents(vae, row["path"], 0, frames=read_image(row["path"]))
-            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(got, want, **LATENT_TOL)
             continue
         seed = _window_seed(world.params.features.seed, str(row["id"]), int(row["window"]))
         start = int(np.random.default_rng(seed).integers(0, CLIP_FRAMES - 2 * T + 1))
         want = window_latents(vae, row["path"], start)
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{row['sample_id']}: {m}")
+        torch.testing.assert_close(got, want, **LATENT_TOL, msg=lambda m: f"{row['sample_id']}: {m}")
         if not moving_checked and parse_caption(row["text"]).direction not in (None, "none"):
             # the comparison can tell windows apart: another start gives other latents
             other = window_latents(vae, row["path"], start + 2 if start + 2 <= CLIP_FRAMES - 2 * T else start - 2)
@@ -432,8 +438,8 @@ def test_augmented_cache_holds_mirrored_and_reversed_windows_with_matching_capti
     lat = {k: full.batch([int(by_window.loc[wdx + j * WINDOWS, "index"])])["latents"][0] for j, k in enumerate(names)}
     ref = plain.index[(plain.index["id"] == row["id"]) & (plain.index["window"] == wdx)].index[0]
     torch.testing.assert_close(lat[""], plain.batch([int(ref)])["latents"][0])
-    torch.testing.assert_close(lat["reverse"], lat[""].flip(1), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(lat["hflip+reverse"], lat["hflip"].flip(1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lat["reverse"], lat[""].flip(1), **LATENT_TOL)
+    torch.testing.assert_close(lat["hflip+reverse"], lat["hflip"].flip(1), **LATENT_TOL)
     seed = _window_seed(params.features.seed, str(row["id"]), wdx)
     start = int(np.random.default_rng(seed).integers(0, CLIP_FRAMES - 2 * T + 1))
     from soraflow.buckets.dataset import read_video_frames, resize_crop_to_fill
@@ -442,7 +448,7 @@ def test_augmented_cache_holds_mirrored_and_reversed_windows_with_matching_capti
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     x = (resize_crop_to_fill(x, H, W) / 127.5 - 1.0).permute(1, 0, 2, 3)
     mirrored = encoders.vae.encode(transform_video(x, Variant(hflip=True))[None])[0]
-    torch.testing.assert_close(lat["hflip"], mirrored, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lat["hflip"], mirrored, **LATENT_TOL)
     assert (lat["hflip"] - lat[""]).abs().max() > 1e-2  # the comparison can fail
     texts = by_window.loc[[wdx + j * WINDOWS for j in range(4)], "text"].map(lambda t: parse_caption(t).direction)
     d = texts.iloc[0]
