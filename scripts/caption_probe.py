@@ -18,19 +18,17 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
-def load(params, folder: Path):
+def load(folder: Path, params, cache_info: dict):
     """A model folder, or a training checkpoint (weights only, architecture from params)."""
     from soraflow.models import build_model, load_model
+    from soraflow.training.checkpoint import load_weights
 
     if (folder / "model.safetensors").is_file() and (folder / "COMPLETE").is_file():
-        from safetensors.torch import load_file
-
-        info = __import__("json").loads((Path(params.features.output) / "info.json").read_text())
-        model = build_model(params.model.resolve(info["caption_channels"], info["caption_max_length"]), seed=0)
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        config = params.model.resolve(cache_info["caption_channels"], cache_info["caption_max_length"])
+        model = build_model(config, seed=0)
+        model.load_state_dict(load_weights(folder))
         return model.eval()
     return load_model(folder).eval()
 
@@ -47,42 +45,32 @@ def main() -> None:
     from soraflow.config import load_params
     from soraflow.diffusion.factory import build_diffusion
     from soraflow.encoders import load_text_encoder
-    from soraflow.evaluation.caption_sensitivity import swap_attribute
+    from soraflow.evaluation.caption_sensitivity import swapped_caption_losses
     from soraflow.evaluation.prompts import try_parse_caption
     from soraflow.features.cache import FeatureCache
 
     params = load_params(args.params)
-    model = load(params, Path(args.model))
+    caches = {split: FeatureCache(params.features.output, split=split) for split in args.splits}
+    model = load(Path(args.model), params, next(iter(caches.values())).info)
     diffusion = build_diffusion(params.diffusion)
     text = load_text_encoder(params.text_encoder)
     attrs = ("color", "direction")
-    for split in args.splits:
-        cache = FeatureCache(params.features.output, split=split)
+    for split, cache in caches.items():
         index = cache.index
         plain = index["augment"] == "" if "augment" in index.columns else np.ones(len(index), bool)
         rows = [i for i in index.index[plain] if index.at[i, "bucket_num_frames"] > 1
                 and (a := try_parse_caption(index.at[i, "text"])) and a.direction in ("left", "right", "up", "down")]
         rows = rows[: args.clips]
-        for mode in ("t2v", "i2v"):
+        for first_frame_given, mode in ((False, "t2v"), (True, "i2v")):
             base, gaps = [], {a: [] for a in attrs}
             for n, r in enumerate(rows):
-                batch = cache.batch([r])
-                x = batch["latents"]
-                noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(n))
-                kw = {k: batch[k] for k in ("height", "width", "num_frames", "fps")}
-                caption = index.at[r, "text"]
-                y, mask = text.encode([caption] + [swap_attribute(caption, a) for a in attrs])
-                x_mask = None
-                if mode == "i2v":
-                    x_mask = torch.ones(1, x.shape[2], dtype=torch.bool)
-                    x_mask[:, 0] = False
-                with torch.no_grad():
-                    losses = [diffusion.loss_at_timesteps(model, x, {**kw, "y": y[j : j + 1], "mask": mask[j : j + 1]},
-                                                          timesteps=args.timesteps, noise=noise, x_mask=x_mask)[:, 0].numpy()
-                              for j in range(len(attrs) + 1)]
-                base.append(losses[0])
-                for j, a in enumerate(attrs):
-                    gaps[a].append(losses[j + 1] - losses[0])
+                loss, swapped = swapped_caption_losses(
+                    model, diffusion, cache.batch([r]), index.at[r, "text"], text.encode, attrs, args.timesteps,
+                    seed=n, first_frame_given=first_frame_given,
+                )
+                base.append(loss)
+                for a in attrs:
+                    gaps[a].append(swapped[a] - loss)
             mean = np.mean(base, axis=0)
             print(f"{split} {mode}: {len(rows)} clips, t = {args.timesteps}")
             print("  loss      " + " ".join(f"{v:8.3f}" for v in mean))

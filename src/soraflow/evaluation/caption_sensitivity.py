@@ -30,7 +30,7 @@ from torch import nn
 from soraflow.evaluation.classifier import ATTRIBUTES
 from soraflow.evaluation.prompts import COLOR_LABELS, SHAPE_LABELS, try_parse_caption
 
-__all__ = ["ATTRIBUTES", "caption_sensitivity", "swap_attribute"]
+__all__ = ["ATTRIBUTES", "caption_sensitivity", "swap_attribute", "swapped_caption_losses"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,44 @@ def swap_attribute(caption: str, attribute: str) -> str | None:
     # the first occurrence is the object's (colours and shapes come before the background words)
     swapped, n = re.subn(rf"\b{re.escape(old)}\b", new, caption, count=1)
     return swapped if n else None
+
+
+@torch.no_grad()
+def swapped_caption_losses(
+    model: nn.Module,
+    diffusion: Any,
+    batch: dict[str, torch.Tensor],
+    caption: str,
+    encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+    attributes: Sequence[str],
+    timesteps: Sequence[float],
+    *,
+    seed: int,
+    first_frame_given: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Loss ``[K]`` at each timestep of one cached row (a one-row ``FeatureCache.batch``) with
+    its own ``caption``, and per attribute with that word swapped (attributes without such a
+    word are left out), on the same noise (drawn from ``seed``). ``first_frame_given``: the
+    first frame is a clean conditioning frame (image-to-video), the loss covers the others."""
+    device = next(model.parameters()).device
+    x = batch["latents"].to(device)
+    noise = torch.randn(x.shape, generator=torch.Generator(device="cpu").manual_seed(seed)).to(device)
+    kwargs = {k: batch[k].to(device) for k in ("height", "width", "num_frames", "fps")}
+    x_mask = None
+    if first_frame_given:
+        x_mask = torch.ones(x.shape[0], x.shape[2], dtype=torch.bool, device=device)
+        x_mask[:, 0] = False
+    swaps = {a: swap_attribute(caption, a) for a in attributes}
+    swaps = {a: c for a, c in swaps.items() if c is not None}
+    y, mask = encode([caption, *swaps.values()])
+    losses = [
+        diffusion.loss_at_timesteps(
+            model, x, {**kwargs, "y": y[j : j + 1].to(device), "mask": mask[j : j + 1].to(device)},
+            timesteps=timesteps, noise=noise, x_mask=x_mask,
+        )[:, 0].float().cpu().numpy()
+        for j in range(len(swaps) + 1)
+    ]
+    return losses[0], dict(zip(swaps, losses[1:]))
 
 
 @torch.no_grad()
@@ -93,29 +131,17 @@ def caption_sensitivity(
         return {}
     T = float(diffusion.num_timesteps)
     ts = list(timesteps) if timesteps is not None else [0.3 * T, 0.5 * T, 0.7 * T, 0.9 * T]
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     gaps: dict[str, list[np.ndarray]] = {a: [] for a in ATTRIBUTES}
     bases: dict[str, list[np.ndarray]] = {a: [] for a in ATTRIBUTES}
     for n, r in enumerate(rows):
-        batch = cache.batch([r])
-        x = batch["latents"].to(device)
-        gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + n)
-        noise = torch.randn(x.shape, generator=gen).to(device)
-        kwargs = {k: batch[k].to(device) for k in ("height", "width", "num_frames", "fps")}
-        captions = [texts[r]] + [swap_attribute(texts[r], a) for a in ATTRIBUTES]
-        present = [c for c in captions if c is not None]
-        y, mask = encode(present)
-        losses = {}
-        for j, cap in enumerate(present):
-            kw = {**kwargs, "y": y[j : j + 1].to(device), "mask": mask[j : j + 1].to(device)}
-            losses[cap] = diffusion.loss_at_timesteps(model, x, kw, timesteps=ts, noise=noise)[:, 0].float().cpu().numpy()
-        base = losses[texts[r]]
-        for a, cap in zip(ATTRIBUTES, captions[1:]):
-            if cap is not None:
-                gaps[a].append(losses[cap] - base)
-                bases[a].append(base)
+        base, swapped = swapped_caption_losses(
+            model, diffusion, cache.batch([r]), texts[r], encode, ATTRIBUTES, ts, seed=seed * 1_000_003 + n
+        )
+        for a, loss in swapped.items():
+            gaps[a].append(loss - base)
+            bases[a].append(base)
     model.train(was_training)
     out: dict[str, float] = {}
     for a in ATTRIBUTES:

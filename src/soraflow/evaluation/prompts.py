@@ -142,7 +142,7 @@ def select_heldout_prompts(
     train = table[table["split"] == "train"]
     if extra:
         train = pd.concat([train, with_attributes(pd.DataFrame({"text": extra, "split": "train"}))])
-    train_captions = set(clips.loc[clips["split"] == "train", "text"].astype(str)) | set(extra)
+    train_captions = set(train["text"].astype(str))
     train_combos = set(zip(train["color"], train["shape"], train["direction"]))
     held = table[(table["split"] == "heldout") & (kind == "video") & table["direction"].notna()]
     held = held[~held["text"].astype(str).isin(train_captions)]

@@ -111,15 +111,13 @@ def build_feature_cache(
             "(`soraflow buckets preview` explains each clip)"
         )
 
-    variants = cache_variants(config.augment)
-    train_variants, plain = variants, [Variant()]
+    train_variants = cache_variants(config.augment)
 
     def variants_of(rec: dict[str, Any]) -> list[Variant]:
-        return train_variants if rec["split"] == "train" else plain
+        return train_variants if rec["split"] == "train" else [Variant()]
 
-    texts = [variant_caption(str(rec["text"]), v, config.augment)
-             for rec in kept.to_dict("records") for v in variants_of(rec)]
-    captions = sorted(set(texts))
+    records = kept.to_dict("records")
+    captions = sorted({variant_caption(str(rec["text"]), v, config.augment) for rec in records for v in variants_of(rec)})
     cap_index = {c: i for i, c in enumerate(captions)}
     embs, masks = [], []
     for i in range(0, len(captions), 64):
@@ -130,7 +128,7 @@ def build_feature_cache(
 
     rows: list[dict[str, Any]] = []
     groups = kept.groupby(["bucket_resolution", "bucket_num_frames", "bucket_height", "bucket_width"], observed=True)
-    n_jobs = sum(len(variants_of(rec)) for rec in kept.to_dict("records")) * config.windows_per_clip
+    n_jobs = sum(len(variants_of(rec)) for rec in records) * config.windows_per_clip
     bar = tqdm(total=n_jobs, desc="features", disable=not progress, mininterval=1.0)
     shards = 0
     for (res, t, h, w), group in groups:

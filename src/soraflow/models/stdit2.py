@@ -116,7 +116,7 @@ class STDiT2Block(nn.Module):
         h = F.layer_norm(x, (c,), eps=1e-6).view(b, t * s, c)
         groups, n = self._spatial_groups(b, t, s)
         qkv = modulated_linear(h, self.attn.qkv, shift_msa, scale_msa, fold).view(groups, n, 3 * c)
-        h = self.attn.attend(qkv, rope_clip if self.clip_attention else None).view(b, t * s, c)
+        h = self.attn.attend(qkv, rope_clip).view(b, t * s, c)
         x = gated_residual(x, h, self.attn.proj, gate_msa, lambda o: o.view(b, t, s, c), fold)
 
         # 2. temporal self-attention across frames at each spatial position (RoPE over T)
@@ -154,7 +154,7 @@ class STDiT2Block(nn.Module):
 
         h = modulate(F.layer_norm(x, (c,), eps=1e-6), shift_msa, scale_msa)
         groups, n = self._spatial_groups(b, t, s)
-        h = self.attn(h.view(groups, n, c), rope=rope_clip if self.clip_attention else None).view(b, t, s, c)
+        h = self.attn(h.view(groups, n, c), rope=rope_clip).view(b, t, s, c)
         x = torch.addcmul(x, gate_msa, h)
 
         h = modulate(F.layer_norm(x, (c,), eps=1e-6), shift_tmp, scale_tmp)
