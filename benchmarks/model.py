@@ -91,6 +91,7 @@ def run(
     steps: int = 3,
     warmup: int = 1,
     compile_blocks: bool = False,
+    compile_mode: str | None = None,
 ) -> dict:
     dtype = DTYPES[dtype_name]
     t_frames, h, w = latent
@@ -100,7 +101,7 @@ def run(
     torch.manual_seed(0)
     model = STDiT2(config).to(device).train()
     if compile_blocks:
-        model.compile_blocks()
+        model.compile_blocks(**({"mode": compile_mode} if compile_mode else {}))
     # the zero-initialised outputs would make some gradients trivially zero: give them values
     for blk in model.blocks:
         torch.nn.init.normal_(blk.cross_attn.proj.weight, std=0.02)
@@ -179,6 +180,7 @@ def run(
         "mfu_cpu_time": flops / min(cpu_times) / peak_cpu if torch.get_num_threads() == 1 else None,
         "activation_mb": saved_bytes / 2**20,
         "compiled": compile_blocks,
+        "compile_mode": compile_mode if compile_blocks else None,
     }
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -231,6 +233,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile each block (compile time not in the step time)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode with --compile, e.g. max-autotune-no-cudagraphs (inductor also "
+                        "benchmarks its own GEMM kernels against the library's; compiling takes minutes)")
     p.add_argument("--sweep", action="store_true", help="presets x latent sizes x dtypes, printed as a table")
     p.add_argument("--json", action="store_true", help="print one JSON line per run")
     args = p.parse_args()
@@ -250,7 +255,8 @@ def main() -> None:
     if not args.json:
         print(HEADER)
     for preset, latent, dt in runs:
-        r = run(_config(args, preset), latent, args.batch, args.caption_len, dt, device, args.steps, args.warmup, args.compile)
+        r = run(_config(args, preset), latent, args.batch, args.caption_len, dt, device, args.steps, args.warmup,
+                args.compile, args.compile_mode)
         if preset:
             r["preset"] = preset
         print(json.dumps(r) if args.json else _row(r), flush=True)

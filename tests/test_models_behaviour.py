@@ -367,7 +367,7 @@ def test_lowp_cpu_linear_matches_autograd(layout):
     torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=5e-2)
     for ours, theirs in ((x.grad, x64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
         torch.testing.assert_close(ours.double(), theirs, rtol=2e-2, atol=1e-1)
-    assert ops.lowp_layout(torch.bfloat16) in ("TN", "NT")
+    assert ops.lowp_layout(torch.bfloat16) in ("NN", "TN", "NT")
 
 
 def test_zero_init_temporal_switch():
@@ -410,3 +410,53 @@ def test_compiled_blocks_match_eager_under_bf16_autocast():
         assert (outs[0] - outs[1]).abs().max() <= tol * scale, dtype
         assert (grads[0] - grads[1]).abs().max() <= 5 * tol * grads[0].abs().max(), dtype
     torch._dynamo.reset()
+
+
+def test_pick_layout_keeps_plain_matmuls_unless_a_transposed_one_is_much_faster():
+    assert ops.pick_layout(1.0, 0.95, 0.9) == "NN"  # AVX512-BF16: every layout about as fast
+    assert ops.pick_layout(10.0, 1.0, 2.0) == "TN"  # AVX2: plain bf16 matmuls ~10x slower
+    assert ops.pick_layout(10.0, 2.0, 1.0) == "NT"
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "float"])
+def test_unfused_attention_matches_sdpa(mask_kind):
+    from soraflow.models.layers import unfused_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g, dtype=torch.float64) for n in (5, 7, 7))
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+        mask[0, ..., 4:] = False
+    elif mask_kind == "float":
+        mask = torch.randn(3, 1, 5, 7, generator=g, dtype=torch.float64)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(unfused_attention(q, k, v, mask), ref)
+
+
+@pytest.mark.parametrize("keys", [16, 600])
+def test_cpu_bf16_attention_path_by_length(keys, monkeypatch):
+    """Under CPU bf16 autocast, short sequences take the unfused path and long ones the fused
+    kernel; both stay close to fp32 attention, forward and backward."""
+    from soraflow.models import layers
+
+    calls = []
+    real = layers.unfused_attention
+    monkeypatch.setattr(layers, "unfused_attention", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, n, 32, generator=g) for n in (keys, keys, keys))
+    mask = torch.ones(2, 1, 1, keys, dtype=torch.bool)
+    mask[1, ..., keys // 2 :] = False
+    qkv = [t.clone().requires_grad_() for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layers.attention(*(t.bfloat16() for t in qkv), attn_mask=mask)
+    assert out.dtype == torch.bfloat16
+    assert len(calls) == (1 if keys <= layers.UNFUSED_MAX_KEYS else 0)
+    ref_in = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_in, attn_mask=mask)
+    assert (out.float() - ref).abs().max() < 0.05
+    grad = torch.randn(ref.shape, generator=g)
+    out.float().backward(grad)
+    ref.backward(grad)
+    for ours, theirs in zip(qkv, ref_in, strict=True):
+        assert (ours.grad - theirs.grad).norm() / theirs.grad.norm() < 0.05

@@ -3,8 +3,8 @@ MLP, the 2-D sin-cos position and the adaLN-single final layer.
 
 Tensors in the transformer are laid out ``[B, T, S, C]`` (batch, frames, spatial tokens of
 one frame, channels) so that the spatial attention sees ``[B*T, S, C]`` as a free view.
-All attention goes through :func:`torch.nn.functional.scaled_dot_product_attention`
-(:func:`attention`: on CPU, bf16 inputs are attended in fp32, see there).
+All attention goes through :func:`attention`: :func:`torch.nn.functional.scaled_dot_product_attention`,
+except on CPU in bf16, where short sequences are attended unfused (see there).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from soraflow.models.ops import Linear, modulate, modulated_linear
 __all__ = [
     "Attention",
     "attention",
+    "unfused_attention",
     "CaptionEmbedder",
     "CrossAttention",
     "FinalLayer",
@@ -35,23 +36,44 @@ __all__ = [
 ]
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-    """``scaled_dot_product_attention``; on CPU, bf16 q/k/v (autocast) with heads narrower than
-    64 channels are attended in fp32.
+#: On CPU in bf16, attention over at most this many keys runs unfused (see :func:`attention`).
+UNFUSED_MAX_KEYS = 384
 
-    PyTorch's CPU flash-attention kernel is far slower in bf16 than in fp32 for narrow heads:
-    forward+backward at 16 tokens, head width 16-48, was 4-13x slower (it dominated a bf16
-    training step of the demo's 24-channel heads), while the matmuls around it gain from bf16.
-    At 64 channels the casts cost more than they save (STDiT2-B/2 step: 3.39 s with fp32
-    attention, 3.11 s without). On CUDA the bf16 kernels are the fast ones.
+
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """``scaled_dot_product_attention``, with two CPU bf16 (autocast) paths measured faster.
+
+    PyTorch's CPU flash-attention kernel is slow in bf16 on short sequences: forward+backward
+    over 8-64 keys (STDiT2's spatial, temporal and cross attention at small latents) took
+    2-10x as long as two bf16 batched matmuls with an fp32 softmax between them
+    (``benchmarks/attention.py``). So on CPU in bf16, attention over at most
+    :data:`UNFUSED_MAX_KEYS` keys is computed unfused (:func:`unfused_attention`: the
+    ``[N, L]`` score matrix is small there); longer sequences keep the fused kernel, which
+    wins from about 512 keys on, in fp32 when heads are narrower than 64 channels (the bf16
+    kernel is 4-13x slower there). On CUDA, and in fp32, SDPA's kernels are the fast ones.
     """
-    if q.device.type == "cpu" and q.shape[-1] < 64 and (
-        torch.is_autocast_enabled("cpu") or torch.bfloat16 in (q.dtype, k.dtype, v.dtype)
-    ):
+    autocast = torch.is_autocast_enabled("cpu")
+    if q.device.type == "cpu" and (autocast or torch.bfloat16 in (q.dtype, k.dtype, v.dtype)):
         with torch.autocast("cpu", enabled=False):
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
-        return out.to(v.dtype)
+            if k.shape[-2] <= UNFUSED_MAX_KEYS:
+                dtype = torch.get_autocast_dtype("cpu") if autocast else torch.bfloat16
+                return unfused_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask)
+            if q.shape[-1] < 64:
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
+                return out.to(v.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+def unfused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """``softmax(q k^T / sqrt(d) + mask) v`` as two matmuls in the inputs' dtype and a softmax in
+    fp32 (SDPA's semantics: a bool mask is True where attending is allowed)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
 
 
 def timestep_embedding(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:

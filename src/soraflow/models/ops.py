@@ -7,7 +7,8 @@ Two measured facts drive this module (see ``benchmarks/model.py`` and the README
    Its backward works on per-sample weight-sized tensors ``[B, C_out, C_in]``, so it pays
    only when a sample has many more tokens than the layer has outputs (fold when
    ``tokens >= 2 * C_out``); for short sequences the elementwise form is faster.
-2. **bf16 matmuls on CPUs without native bf16** (AVX2 only): the kernels are fast only when
+2. **bf16 matmuls on CPUs without native bf16** (AVX2 only; with AVX512-BF16 every layout is
+   fast and :func:`lowp_layout` says ``"NN"``: plain ``F.linear``): the kernels are fast only when
    exactly one operand is transposed in memory (measured on this machine, 1 thread:
    ``A^T B`` ~15-22 GFLOP/s, ``A B^T`` ~10, ``A B`` ~1). ``F.linear``'s autograd backward
    computes ``grad @ W`` with both operands row-major, ~10x slower than its forward. On CPU
@@ -47,10 +48,21 @@ def lowp_cpu_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     return weight.dtype if weight.dtype in _LOWP else None
 
 
+#: The plain layout (autograd's own ``F.linear``, no transposing copies) is kept when its matmul
+#: is at least this fraction as fast as the best transposed one.
+PLAIN_LAYOUT_MIN_SPEED = 0.85
+
+
 @functools.lru_cache(maxsize=4)
 def lowp_layout(dtype: torch.dtype) -> str:
-    """``"TN"`` if ``A^T B`` (first operand stored transposed) is the faster CPU matmul in
-    ``dtype``, else ``"NT"`` (second operand stored transposed). Timed once per process."""
+    """How CPU matmuls in ``dtype`` should hold their operands, timed once per process:
+
+    - ``"NN"``: both operands row-major (what ``F.linear``'s autograd does) is within
+      :data:`PLAIN_LAYOUT_MIN_SPEED` of the best layout: no copies needed (CPUs with native bf16,
+      e.g. AVX512-BF16, where the four layouts ran within 8% of each other);
+    - ``"TN"``: ``A^T B`` (first operand stored transposed) is the fastest, else
+    - ``"NT"``: ``A B^T`` (second operand stored transposed).
+    """
 
     def best(fn: Callable[[], Tensor]) -> float:
         fn()
@@ -66,8 +78,16 @@ def lowp_layout(dtype: torch.dtype) -> str:
     a = torch.randn(n, n, generator=gen).to(dtype)
     b = torch.randn(n, n, generator=gen).to(dtype)
     a_t, b_t = a.t().contiguous().t(), b.t().contiguous().t()
-    tn, nt = best(lambda: torch.mm(a_t, b)), best(lambda: torch.mm(a, b_t))
-    return "TN" if tn < nt else "NT"
+    return pick_layout(
+        best(lambda: torch.mm(a, b)), best(lambda: torch.mm(a_t, b)), best(lambda: torch.mm(a, b_t))
+    )
+
+
+def pick_layout(nn_seconds: float, tn_seconds: float, nt_seconds: float) -> str:
+    """The layout :func:`lowp_layout` returns for these matmul times (see there)."""
+    if nn_seconds * PLAIN_LAYOUT_MIN_SPEED <= min(tn_seconds, nt_seconds):
+        return "NN"
+    return "TN" if tn_seconds < nt_seconds else "NT"
 
 
 def _col_major(t: Tensor) -> Tensor:
@@ -109,7 +129,7 @@ class _CpuLowpLinear(torch.autograd.Function):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``, with the layout-aware backward for low-precision matmuls on CPU."""
     dtype = lowp_cpu_dtype(x, weight)
-    if dtype is None or torch.compiler.is_compiling():
+    if dtype is None or torch.compiler.is_compiling() or lowp_layout(dtype) == "NN":
         return F.linear(x, weight, bias)  # compiled blocks: inductor plans the layouts and fuses the casts
     shape = x.shape
     out = _CpuLowpLinear.apply(
