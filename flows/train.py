@@ -46,6 +46,7 @@ def encoder_references(params) -> dict[str, Any]:
         "vae_scaling_factor": params.vae.scaling_factor,
         "text_encoder": params.text_encoder.pretrained,
         "text_max_length": params.text_encoder.max_length,
+        "text_hidden_layer": params.text_encoder.hidden_layer,
         "frame_interval": params.buckets.frame_interval,
         "diffusion": params.diffusion.model_dump(mode="json"),
     }

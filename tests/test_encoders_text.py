@@ -166,3 +166,37 @@ def test_config_validation() -> None:
         parse_model(TextEncoderConfig, {"kind": "gpt"}, "text_encoder")
     with pytest.raises(ConfigError, match="max_length"):
         parse_model(TextEncoderConfig, {"max_length": 0}, "text_encoder")
+
+
+def test_hidden_layer_selects_an_earlier_state(tiny_t5_dir) -> None:
+    """``hidden_layer`` 0 gives the token embeddings (a word's state does not depend on its
+    neighbours), k the output of layer k; out-of-range layers are refused at load."""
+    from transformers import T5EncoderModel
+
+    prompts = ["a red circle moves left", "a blue circle moves left"]
+    ref = T5EncoderModel.from_pretrained(tiny_t5_dir).eval()
+    for layer in (0, 1):
+        enc = TextEncoder.from_pretrained(str(tiny_t5_dir), max_length=8, hidden_layer=layer)
+        emb, mask = enc.encode(prompts)
+        ids = enc.tokenize(prompts)
+        with torch.no_grad():
+            states = ref(**ids, output_hidden_states=True).hidden_states[layer]
+        torch.testing.assert_close(emb, states)
+    # token embeddings: "circle moves left" (positions 2-4) are the same in both prompts; the
+    # last layer mixes the different colour word into them
+    first = TextEncoder.from_pretrained(str(tiny_t5_dir), max_length=8, hidden_layer=0).encode(prompts)[0]
+    last = TextEncoder.from_pretrained(str(tiny_t5_dir), max_length=8).encode(prompts)[0]
+    torch.testing.assert_close(first[0, 2:5], first[1, 2:5])
+    assert (last[0, 2:5] - last[1, 2:5]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="hidden_layer 3 is out of range"):
+        TextEncoder.from_pretrained(str(tiny_t5_dir), max_length=8, hidden_layer=3)
+
+
+def test_minilm_hidden_layer_from_params() -> None:
+    enc = load_text_encoder(TextEncoderConfig(max_length=MAX_LEN, hidden_layer=2))
+    assert enc.hidden_layer == 2
+    emb, _ = enc.encode(["a red circle moving left"])
+    with torch.no_grad():
+        ids = enc.tokenize(["a red circle moving left"])
+        states = enc.model(**ids, output_hidden_states=True).hidden_states[2]
+    torch.testing.assert_close(emb, states)

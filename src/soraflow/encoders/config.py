@@ -128,6 +128,10 @@ class TextEncoderConfig(StrictModel):
     kind: Literal["auto", "t5", "bert"] = "auto"
     dtype: DTypeName = "float32"
     batch_size: int = Field(64, ge=1)
+    # Which hidden state conditions the model: -1 the last (the original), 0 the token
+    # embeddings (no context mixed in), k the output of layer k, -k the k-th from the end
+    # (Stable Diffusion's "CLIP skip" is -2).
+    hidden_layer: int = -1
 
     @field_validator("pretrained")
     @classmethod

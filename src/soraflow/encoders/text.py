@@ -43,12 +43,23 @@ def _model_type(resolved: ResolvedRef) -> str | None:
 class TextEncoder(nn.Module):
     """Frozen caption encoder: ``encode(prompts) -> (emb [B, L, C] float32, mask [B, L] long)``.
 
+    ``emb`` is the last hidden state (``hidden_layer=-1``), or the encoder's hidden state number
+    ``hidden_layer`` (0: the token embeddings, before any attention layer).
+
     Every prompt is padded or truncated to ``max_length`` tokens (a warning is logged for the
     truncated ones). Embeddings of padding positions are whatever the encoder outputs there;
     consumers must use the mask.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, max_length: int, batch_size: int = 64, reference: str = "") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        max_length: int,
+        batch_size: int = 64,
+        reference: str = "",
+        hidden_layer: int = -1,
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -57,6 +68,13 @@ class TextEncoder(nn.Module):
         self.reference = reference
         if getattr(self.tokenizer, "pad_token", None) is None:
             raise ValueError(f"text encoder {reference!r}: the tokenizer has no pad token")
+        layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "num_layers", None)
+        if layers is not None and not -(layers + 1) <= int(hidden_layer) <= layers:
+            raise ValueError(
+                f"text encoder {reference!r}: hidden_layer {hidden_layer} is out of range "
+                f"(the encoder has {layers} layers: 0 .. {layers}, or -1 .. -{layers + 1})"
+            )
+        self.hidden_layer = int(hidden_layer)
         self.model.requires_grad_(False)
         self.model.eval()
 
@@ -69,6 +87,7 @@ class TextEncoder(nn.Module):
         dtype: str | torch.dtype = "float32",
         device: str | torch.device = "cpu",
         batch_size: int = 64,
+        hidden_layer: int = -1,
     ) -> TextEncoder:
         """Load tokenizer and encoder from a folder, ``package:<module>`` or cached hub id."""
         from transformers import AutoModel, AutoTokenizer, T5EncoderModel
@@ -82,11 +101,11 @@ class TextEncoder(nn.Module):
         # T5: only the encoder stack (AutoModel would build the decoder too and want its inputs).
         loader = T5EncoderModel.from_pretrained if kind == "t5" else AutoModel.from_pretrained
         model = load_offline(resolved, loader, "text_encoder", dtype=torch_dtype(dtype))
-        enc = cls(model, tokenizer, max_length, batch_size, reference=str(pretrained))
+        enc = cls(model, tokenizer, max_length, batch_size, reference=str(pretrained), hidden_layer=hidden_layer)
         enc.to(torch.device(device))
         logger.info(
-            "text encoder %s (%s, %s): %d channels, %d tokens",
-            pretrained, kind, type(model).__name__, enc.caption_channels, enc.max_length,
+            "text encoder %s (%s, %s): %d channels, %d tokens, hidden state %d",
+            pretrained, kind, type(model).__name__, enc.caption_channels, enc.max_length, enc.hidden_layer,
         )
         return enc
 
@@ -138,8 +157,13 @@ class TextEncoder(nn.Module):
         for start in range(0, tokens["input_ids"].shape[0], self.batch_size):
             ids = tokens["input_ids"][start : start + self.batch_size].to(device)
             mask = tokens["attention_mask"][start : start + self.batch_size].to(device)
-            out = self.model(input_ids=ids, attention_mask=mask)
-            embs.append(out.last_hidden_state.float())
+            if self.hidden_layer == -1:
+                states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            else:
+                states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[
+                    self.hidden_layer
+                ]
+            embs.append(states.float())
             masks.append(mask.long())
         return torch.cat(embs), torch.cat(masks)
 
@@ -160,4 +184,5 @@ def load_text_encoder(
         dtype=dtype if dtype is not None else cfg.dtype,
         device=device,
         batch_size=cfg.batch_size,
+        hidden_layer=cfg.hidden_layer,
     )

@@ -168,7 +168,10 @@ class VideoGenerator:
             vae = VideoVAE.from_pretrained(ref, scaling_factor=enc.get("vae_scaling_factor"), device=dev)
         if text_encoder is None or isinstance(text_encoder, (str, Path)):
             ref = _resolve_local_ref(str(text_encoder if text_encoder is not None else enc["text_encoder"]), model_dir)
-            text_encoder = TextEncoder.from_pretrained(ref, max_length=int(enc["text_max_length"]), device=dev)
+            text_encoder = TextEncoder.from_pretrained(
+                ref, max_length=int(enc["text_max_length"]), device=dev,
+                hidden_layer=int(enc.get("text_hidden_layer", -1)),  # models saved before the option: the last
+            )
         return cls(
             model,
             vae,
