@@ -73,6 +73,18 @@ def test_load_clip_reads_strided_frames_from_a_seeded_start(video_path):
     assert len(starts) > 5 and min(starts) >= 0 and max(starts) <= N_FRAMES - 6
 
 
+def test_window_start_can_be_capped(video_path):
+    starts = {int(frame_indices(100, 8, 2, np.random.default_rng(s), max_start=4)[0]) for s in range(60)}
+    assert starts == {0, 1, 2, 3, 4}
+    free = {int(frame_indices(100, 8, 2, np.random.default_rng(s))[0]) for s in range(60)}
+    assert max(free) > 20
+    # A cap beyond the last possible start changes nothing; a short clip starts at 0.
+    assert frame_indices(20, 8, 2, np.random.default_rng(3), max_start=50).tolist() == frame_indices(20, 8, 2, np.random.default_rng(3)).tolist()
+    assert frame_indices(10, 8, 2, np.random.default_rng(3), max_start=2)[0] == 0
+    got = frame_numbers(load_clip(video_path, 4, 3, 32, 32, np.random.default_rng(5), max_window_start=2))
+    assert got[0] <= 2 and np.all(np.diff(got) == 3)
+
+
 def test_load_clip_inside_a_longer_file(video_path):
     # Clip = frames [20, 40) of the file: every frame read must come from there.
     for s in range(10):

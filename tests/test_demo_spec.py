@@ -145,6 +145,38 @@ def test_object_moves_wraps_and_keeps_its_size(direction: str) -> None:
         assert np.sign(ys2.mean() - ys.mean()) == sign
 
 
+@pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
+def test_entry_edge_start_touches_the_border_the_object_leaves(direction: str) -> None:
+    w, h = 160, 90
+    spec = SceneSpec("square", "red", direction, "plain", "gray", speed=0.03, start_x=0.5, start_y=0.5, enter_from_edge=True)
+    first, second = render_scene_frames(spec, w, h, 2)
+    ys, xs = np.nonzero(_object_pixels(first, "red"))
+    size = object_pixel_size(spec, w, h)
+    # Whole (no wrapped part on the far side) and against the entry border.
+    assert len(xs) > 0.6 * size * size
+    edge = {"right": xs.min(), "left": w - 1 - xs.max(), "down": ys.min(), "up": h - 1 - ys.max()}[direction]
+    assert edge <= 0.15 * size  # the shape's own margin inside its box
+    assert xs.max() - xs.min() < size + 2 and ys.max() - ys.min() < size + 2
+    # The other coordinate keeps its drawn start; the object moves away from the border.
+    axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[direction]
+    other = object_center(spec, w, h, 0)[1 - axis]
+    assert other == pytest.approx(0.5 * (h if axis == 0 else w))
+    ys2, xs2 = np.nonzero(_object_pixels(second, "red"))
+    moved = (xs2.mean() - xs.mean()) if axis == 0 else (ys2.mean() - ys.mean())
+    assert np.sign(moved) == sign
+
+
+def test_object_start_config_marks_moving_scenes_only() -> None:
+    plan = plan_corpus(DemoConfig(num_videos=24, num_images=2, object_start="entry_edge"))
+    scenes = [sc for m in plan.videos for sc in m.scenes]
+    moving = [sc for sc in scenes if sc.direction in vocab.MOVING_DIRECTIONS]
+    assert moving and all(sc.enter_from_edge for sc in moving)
+    assert all(not sc.enter_from_edge for sc in scenes if sc.direction not in vocab.MOVING_DIRECTIONS)
+    # Same draws otherwise: the default plan differs only in the flag.
+    base = [sc for m in plan_corpus(DemoConfig(num_videos=24, num_images=2)).videos for sc in m.scenes]
+    assert [dataclasses.replace(sc, enter_from_edge=False) for sc in scenes] == base
+
+
 @pytest.mark.parametrize("pan", ["left", "right"])
 def test_pan_scrolls_the_background_only(pan: str) -> None:
     w, h = 200, 120

@@ -42,15 +42,21 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
-def frame_indices(total: int, num_frames: int, frame_interval: int, rng: np.random.Generator) -> np.ndarray:
+def frame_indices(
+    total: int, num_frames: int, frame_interval: int, rng: np.random.Generator, max_start: int | None = None
+) -> np.ndarray:
     """Source frame numbers: a random start in ``[0, total - T * fi]``, then stride ``fi``.
 
-    A clip shorter than the window (metadata that over-counts frames) repeats its last frame.
+    ``max_start`` caps the start (windows near the clip's beginning). A clip shorter than the
+    window (metadata that over-counts frames) repeats its last frame.
     """
     if total <= 0:
         raise ValueError("the clip has no frames")
     span = num_frames * frame_interval
-    start = int(rng.integers(0, max(0, total - span) + 1))
+    last_start = max(0, total - span)
+    if max_start is not None:
+        last_start = min(last_start, int(max_start))
+    start = int(rng.integers(0, last_start + 1))
     idx = start + np.arange(num_frames, dtype=np.int64) * frame_interval
     if idx[-1] >= total:
         logger.debug("clip of %d frames is shorter than %d x %d; repeating its last frame", total, num_frames, frame_interval)
@@ -118,12 +124,14 @@ def load_clip(
     *,
     start_frame: int = 0,
     clip_frames: int | None = None,
+    max_window_start: int | None = None,
 ) -> torch.Tensor:
     """One clip as a float tensor ``[C, T, H, W]`` in ``[-1, 1]`` (see the module docstring).
 
     ``start_frame``/``clip_frames`` select a clip inside a longer file (frames
     ``[start_frame, start_frame + clip_frames)``); ``clip_frames`` defaults to the file's
-    frame count. Images (by extension) give ``T = 1`` and need ``num_frames == 1``.
+    frame count. ``max_window_start`` caps the window's random start frame (see
+    :func:`frame_indices`). Images (by extension) give ``T = 1`` and need ``num_frames == 1``.
     """
     path = Path(path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -132,7 +140,7 @@ def load_clip(
         frames = read_image(path)
     else:
         total = clip_frames if clip_frames is not None else _count_frames(path) - int(start_frame)
-        idx = frame_indices(int(total), int(num_frames), int(frame_interval), rng)
+        idx = frame_indices(int(total), int(num_frames), int(frame_interval), rng, max_window_start)
         frames = read_video_frames(path, idx, start_frame)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # [T, C, h, w]
     x = resize_crop_to_fill(x, int(height), int(width))

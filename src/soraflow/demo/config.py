@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -42,6 +43,12 @@ class DemoConfig(StrictModel):
     pan_speed_range: tuple[float, float] = (0.006, 0.012)
     #: Object size as a fraction of the shorter frame side.
     object_size_range: tuple[float, float] = (0.25, 0.35)
+    #: Where a moving object is at a scene's first frame: ``random`` (anywhere along its path) or
+    #: ``entry_edge`` (touching the border it moves away from: a "moving right" scene starts
+    #: with the object at the left edge). With random starts and wrap-around motion every frame
+    #: of a window looks the same on average whatever the direction; with entry-edge starts the
+    #: first frames of a scene show the direction in where the object is.
+    object_start: Literal["random", "entry_edge"] = "random"
     workers: int = Field(2, ge=1, le=64)
     crf: int = Field(23, ge=0, le=51)
     preset: str = "veryfast"

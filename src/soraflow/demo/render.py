@@ -42,6 +42,12 @@ def object_center(spec: SceneSpec, width: int, height: int, t: int) -> tuple[flo
     x = spec.start_x * width
     y = spec.start_y * height
     d = spec.moving_direction
+    if spec.enter_from_edge and d != "none":
+        half = object_pixel_size(spec, width, height) / 2
+        if d in ("left", "right"):
+            x = half if d == "right" else width - half
+        else:
+            y = half if d == "down" else height - half
     if d in ("left", "right"):
         x = (x + (1 if d == "right" else -1) * spec.speed * width * t) % width
     elif d in ("up", "down"):

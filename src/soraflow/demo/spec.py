@@ -25,6 +25,8 @@ class SceneSpec:
     """One shot: an object of ``shape``/``color`` over a background, optional pan and text.
 
     ``start_x``/``start_y`` place the object centre at frame 0 as fractions of the frame;
+    with ``enter_from_edge`` a moving object instead starts touching the border it moves away
+    from (its start along the motion axis follows from its pixel size, so it is set at render);
     ``speed`` is the fraction of the frame extent along the motion axis travelled per frame;
     ``pan_speed`` is the fraction of the frame width the background scrolls per frame.
     The defaults make a spec from the caption attributes alone render something sensible.
@@ -46,6 +48,7 @@ class SceneSpec:
     texture_seed: int = 0
     text: str = ""
     text_style: str = "none"
+    enter_from_edge: bool = False
 
     def __post_init__(self) -> None:
         if self.shape not in vocab.SHAPES:
@@ -210,6 +213,7 @@ def random_scene(
         texture_seed=int(rng.integers(2**31 - 1)),
         text=text,
         text_style=text_style,
+        enter_from_edge=config.object_start == "entry_edge" and direction in vocab.MOVING_DIRECTIONS,
     )
 
 

@@ -164,7 +164,9 @@ def build_feature_cache(
             videos = []
             for rec, wdx, _, variant in chunk:
                 rng = np.random.default_rng(_window_seed(config.seed, str(rec["id"]), wdx))
-                video = load_clip(rec["path"], int(t), buckets.frame_interval, int(h), int(w), rng)
+                video = load_clip(
+                    rec["path"], int(t), buckets.frame_interval, int(h), int(w), rng, max_window_start=config.max_window_start
+                )
                 videos.append(transform_video(video, variant))
             with torch.inference_mode():
                 lat = vae.encode(torch.stack(videos).to(vae.device, vae.dtype)).float().cpu()

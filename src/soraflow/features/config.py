@@ -28,6 +28,10 @@ class FeaturesConfig(StrictModel):
     output: str = "data/features"
     # Random windows (start frames) encoded per clip: more windows, more augmentation, more disk.
     windows_per_clip: int = Field(2, ge=1, le=64)
+    # Latest source frame a window may start at (null: anywhere in the clip). Small values keep
+    # windows at the start of their scene, where the demo corpus with `object_start: entry_edge`
+    # shows the direction of motion in the object's position.
+    max_window_start: int | None = Field(None, ge=0)
     # Clips per VAE call while building the cache.
     encode_batch: int = Field(8, ge=1, le=4096)
     # Rows per safetensors shard (a shard holds one bucket's rows).
