@@ -121,6 +121,26 @@ def test_pooled_caption_modulates_every_block():
     torch.testing.assert_close(empty, model.y_pool_embedder.mlp(torch.zeros(1, y.shape[-1]))[0])
 
 
+@pytest.mark.parametrize("temporal", [False, True])
+def test_temporal_position_tells_frames_apart(temporal):
+    """A clip of identical frames: with only RoPE over frames (the original) every frame's output
+    is the same, since attention sees frame offsets, not indices; with ``temporal_position`` the
+    frame index is in every token and the outputs differ from frame to frame. No parameters."""
+    base = tiny_model()
+    model = tiny_model(temporal_position=temporal)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in base.parameters())
+    x, t, y, kw = inputs(frames=4)
+    x = x[:, :, :1].expand(-1, -1, 4, -1, -1).contiguous()
+    out = model(x, t, y, **kw)
+    spread = (out - out[:, :, :1]).abs().max()
+    if temporal:
+        assert spread > 1e-3
+    else:
+        assert spread < 1e-4
+    # state dicts load across the switch
+    model.load_state_dict(base.state_dict())
+
+
 def test_fully_padded_caption_row_is_finite_and_attends_to_nothing():
     model = tiny_model()
     x, t, y, kw = inputs()

@@ -65,6 +65,11 @@ class STDiT2Config(StrictModel):
     #: only *adds* caption information to tokens; through the modulation the caption also
     #: scales and gates each block's inputs. Off in Open-Sora 1.1.
     pooled_caption: bool = False
+    #: Add a fixed 1-D sin-cos embedding of the frame index to every token (Open-Sora 1.0's
+    #: STDiT had one; 1.1 relies on RoPE in the temporal attention, which sees only frame
+    #: *offsets*). With it a token knows which frame it is in, so "the object is on the left in
+    #: the first frame" is a per-token fact the caption can set. No parameters. Off in 1.1.
+    temporal_position: bool = False
 
     @field_validator("patch_size")
     @classmethod
@@ -148,6 +153,8 @@ class ModelConfig(StrictModel):
     spatial_attention: Literal["frame", "clip"] = "frame"
     #: true: the pooled caption also drives the adaLN modulation (SD3 / Flux style); off in 1.1.
     pooled_caption: bool = False
+    #: true: a fixed sin-cos embedding of the frame index is added to every token (STDiT 1.0 style).
+    temporal_position: bool = False
     #: dtype of the weights when built/loaded: fp32 (training; mixed precision is
     #: ``train.mixed_precision``'s autocast) or bf16 (half the memory, inference).
     dtype: Literal["fp32", "bf16"] = "fp32"
@@ -203,4 +210,5 @@ class ModelConfig(StrictModel):
             zero_init_temporal=self.zero_init_temporal,
             spatial_attention=self.spatial_attention,
             pooled_caption=self.pooled_caption,
+            temporal_position=self.temporal_position,
         )

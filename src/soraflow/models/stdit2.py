@@ -42,6 +42,7 @@ from soraflow.models.layers import (
     RotaryEmbedding,
     TimestepEmbedder,
     sincos_2d_position,
+    timestep_embedding,
 )
 from soraflow.models.ops import gated_residual, modulate, modulated_linear
 
@@ -327,6 +328,9 @@ class STDiT2(nn.Module):
         scale = torch.sqrt(height_t * width_t) / self.config.base_pixel_size
         pos = sincos_2d_position(nh, nw, c, scale, base_size=round(s**0.5))
         tokens = tokens + pos.to(tokens.dtype)[:, None]
+        if self.config.temporal_position:  # frame index, the same for every token of a frame
+            frame_pos = timestep_embedding(torch.arange(nt, device=device, dtype=torch.float32), c)
+            tokens = tokens + frame_pos.to(tokens.dtype)[None, :, None, :]
 
         # === adaLN-single inputs ===
         t_emb = self.t_embedder(_per_sample(timestep, b, device, "timestep"))  # [B, C]
