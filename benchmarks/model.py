@@ -92,8 +92,11 @@ def run(
     warmup: int = 1,
     compile_blocks: bool = False,
     compile_mode: str | None = None,
+    bf16_params: bool = False,
 ) -> dict:
     dtype = DTYPES[dtype_name]
+    if bf16_params and dtype != torch.bfloat16:
+        raise ValueError("--param-dtype bf16 needs --dtype bf16")
     t_frames, h, w = latent
     flops = count_flops(config, t_frames, h, w, batch=batch, caption_len=caption_len, backward=True)["total"]
     peaks_measured = [matmul_peak(dtype, device)]
@@ -107,6 +110,8 @@ def run(
         torch.nn.init.normal_(blk.cross_attn.proj.weight, std=0.02)
         torch.nn.init.normal_(blk.attn_temp.proj.weight, std=0.02)
     torch.nn.init.normal_(model.final_layer.linear.weight, std=0.02)
+    if bf16_params:  # the parameters themselves in bf16: no autocast, no per-step weight casts
+        model = model.to(torch.bfloat16)
     (x, t, y), kwargs = dummy_inputs(config, t_frames, h, w, batch, caption_len, device=device)
     mask = torch.ones(batch, caption_len, dtype=torch.bool, device=device)
     mask[0, caption_len // 2 :] = False  # realistic: padded captions
@@ -123,7 +128,7 @@ def run(
         model.zero_grad(set_to_none=True)
         _sync(device)
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and not bf16_params):
             if measure_saved:
                 with torch.autograd.graph.saved_tensors_hooks(pack, lambda z: z):
                     out = model(x, t, y, mask, **kwargs)
@@ -181,6 +186,7 @@ def run(
         "activation_mb": saved_bytes / 2**20,
         "compiled": compile_blocks,
         "compile_mode": compile_mode if compile_blocks else None,
+        "param_dtype": "bf16" if bf16_params else "fp32",
     }
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -236,6 +242,10 @@ def main() -> None:
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode with --compile, e.g. max-autotune-no-cudagraphs (inductor also "
                         "benchmarks its own GEMM kernels against the library's; compiling takes minutes)")
+    p.add_argument("--param-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="with --dtype bf16: fp32 parameters under autocast (default), or the parameters "
+                        "themselves in bf16 (the original's ColossalAI bf16 keeps fp32 master copies in the "
+                        "optimizer, outside this forward+backward step; soraflow's trainer uses autocast)")
     p.add_argument("--sweep", action="store_true", help="presets x latent sizes x dtypes, printed as a table")
     p.add_argument("--json", action="store_true", help="print one JSON line per run")
     args = p.parse_args()
@@ -256,7 +266,7 @@ def main() -> None:
         print(HEADER)
     for preset, latent, dt in runs:
         r = run(_config(args, preset), latent, args.batch, args.caption_len, dt, device, args.steps, args.warmup,
-                args.compile, args.compile_mode)
+                args.compile, args.compile_mode, args.param_dtype == "bf16")
         if preset:
             r["preset"] = preset
         print(json.dumps(r) if args.json else _row(r), flush=True)
