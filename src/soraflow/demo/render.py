@@ -42,17 +42,17 @@ def object_center(spec: SceneSpec, width: int, height: int, t: int) -> tuple[flo
     x = spec.start_x * width
     y = spec.start_y * height
     d = spec.moving_direction
-    if spec.enter_from_edge and d != "none":
+    if d == "none":
+        return x, y
+    horizontal = d in ("left", "right")
+    sign = 1 if d in ("right", "down") else -1
+    extent = width if horizontal else height
+    pos = x if horizontal else y
+    if spec.enter_from_edge:  # touching the border it moves away from
         half = object_pixel_size(spec, width, height) / 2
-        if d in ("left", "right"):
-            x = half if d == "right" else width - half
-        else:
-            y = half if d == "down" else height - half
-    if d in ("left", "right"):
-        x = (x + (1 if d == "right" else -1) * spec.speed * width * t) % width
-    elif d in ("up", "down"):
-        y = (y + (1 if d == "down" else -1) * spec.speed * height * t) % height
-    return x, y
+        pos = half if sign > 0 else extent - half
+    pos = (pos + sign * spec.speed * extent * t) % extent
+    return (pos, y) if horizontal else (x, pos)
 
 
 def pan_offset(spec: SceneSpec, width: int, t: int) -> int:
