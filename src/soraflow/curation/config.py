@@ -49,12 +49,15 @@ class ClipsConfig(StrictModel):
     #: Shorter side of the written clip is at most this (downscaled keeping the aspect, even sizes).
     max_short_side: int = Field(360, ge=16, le=4320)
     codec: Literal["libx264"] = "libx264"
-    #: superfast at crf 23 against the former veryfast at crf 20, on the demo corpus: 45% less
-    #: encoding CPU, PSNR 53.6 vs 53.1 dB, files 1.7x larger (superfast has no macroblock-tree
-    #: rate control, which is where veryfast's smaller files come from).
+    #: ultrafast at crf 23 against superfast (before), ``benchmarks/encode.py`` on the 160 demo
+    #: videos and OpenCV's 4 sample videos: the same quality (Y-PSNR 54.0 vs 54.6 dB demo, 42.4
+    #: vs 42.5 dB real footage), 40-48% less encoding CPU, clips that decode in 0.43-0.60x the
+    #: CPU time (no CABAC, no deblocking; every reader of the dataset pays that), for files
+    #: 1.33-1.36x larger. ``veryfast`` (the former default, at crf 20) writes files 0.37-0.39x
+    #: the size for 2.4-2.8x the encoding CPU.
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
-    ] = "superfast"
+    ] = "ultrafast"
     crf: int = Field(23, ge=0, le=51)
     #: libx264 threads per clip; 0 = x264's own choice (1.5 x cores, frame threads). Curation
     #: already runs ``workers`` sources at a time, and on clips of a few hundred frames frame
