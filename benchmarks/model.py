@@ -7,6 +7,14 @@ peak for the same dtype, measured in the same process: square matmuls of several
 all four operand layouts, re-measured before and after every step; the maximum is the peak.
 The machine is shared: ``load_average`` and per-step CPU times are printed alongside.
 
+``--matmul-ceiling`` also records every matrix multiply of one step (``mm``, ``addmm``, ``bmm``,
+``baddbmm`` as dispatched, after autocast: their shapes, strides and dtypes) and times each
+distinct one on its own, best of 5: ``matmul_seconds`` is what the step's matmuls cost at
+their own shapes, ``matmul_efficiency`` their FLOP/s over the peak, and ``mfu_ceiling`` the
+MFU the step would reach if everything else (norms, elementwise passes, copies, fused
+attention kernels) took no time. It separates "the BLAS is slow at these shapes" from "the
+code around the matmuls is slow".
+
 Examples::
 
     python benchmarks/model.py --hidden-size 768 --depth 12 --heads 12 --latent 8 16 16 --batch 2 \
@@ -81,6 +89,66 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 3) -> t
     return best_rate, best_cpu_rate
 
 
+_MATMULS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+def _matmul_flops(name: str, shapes: list[tuple[int, ...]]) -> float:
+    a, b = (shapes[1], shapes[2]) if name in ("addmm", "baddbmm") else (shapes[0], shapes[1])
+    batch = a[0] if len(a) == 3 else 1
+    return 2.0 * batch * a[-2] * a[-1] * b[-1]
+
+
+def matmul_ceiling(step, device: torch.device, repeats: int = 5) -> dict[str, float]:
+    """Record the matmuls of one ``step()`` and time each distinct one alone (see the module
+    docstring). Returns ``matmul_seconds``, ``matmul_flops``, ``matmul_calls`` and
+    ``matmul_kinds`` (distinct shape/stride/dtype combinations)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: Counter = Counter()
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in _MATMULS:
+                sig = tuple(
+                    (tuple(a.shape), tuple(a.stride()), a.dtype) if isinstance(a, torch.Tensor) else a for a in args
+                )
+                calls[(name, sig, tuple(sorted((kwargs or {}).items())))] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Recorder():
+        step()
+    total_s = total_flops = 0.0
+    for (name, sig, kw), count in calls.items():
+        args = [_strided(a, device) if _is_spec(a) else a for a in sig]
+        op = getattr(torch.ops.aten, name)
+        op(*args, **dict(kw))
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            op(*args, **dict(kw))
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+        total_s += count * best
+        total_flops += count * _matmul_flops(name, [a[0] for a in sig if _is_spec(a)])
+    return {"matmul_seconds": total_s, "matmul_flops": total_flops,
+            "matmul_calls": float(sum(calls.values())), "matmul_kinds": float(len(calls))}
+
+
+def _is_spec(arg: object) -> bool:
+    return isinstance(arg, tuple) and len(arg) == 3 and isinstance(arg[2], torch.dtype)
+
+
+def _strided(spec: tuple, device: torch.device) -> torch.Tensor:
+    """A tensor with exactly ``spec``'s shape and strides (transposed, broadcast or padded views)."""
+    shape, stride, dtype = spec
+    extent = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
+    return torch.randn(max(extent, 1), device=device).to(dtype).as_strided(shape, stride)
+
+
 def run(
     config: STDiT2Config,
     latent: tuple[int, int, int],
@@ -93,10 +161,13 @@ def run(
     compile_blocks: bool = False,
     compile_mode: str | None = None,
     bf16_params: bool = False,
+    ceiling: bool = False,
 ) -> dict:
     dtype = DTYPES[dtype_name]
     if bf16_params and dtype != torch.bfloat16:
         raise ValueError("--param-dtype bf16 needs --dtype bf16")
+    if ceiling and compile_blocks:
+        raise ValueError("--matmul-ceiling records the eager step's matmuls: leave out --compile")
     t_frames, h, w = latent
     flops = count_flops(config, t_frames, h, w, batch=batch, caption_len=caption_len, backward=True)["total"]
     peaks_measured = [matmul_peak(dtype, device)]
@@ -188,6 +259,11 @@ def run(
         "compile_mode": compile_mode if compile_blocks else None,
         "param_dtype": "bf16" if bf16_params else "fp32",
     }
+    if ceiling:
+        mm = matmul_ceiling(step, device)
+        result.update(mm)
+        result["matmul_efficiency"] = mm["matmul_flops"] / mm["matmul_seconds"] / peak
+        result["mfu_ceiling"] = flops / mm["matmul_seconds"] / peak
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -246,6 +322,9 @@ def main() -> None:
                    help="with --dtype bf16: fp32 parameters under autocast (default), or the parameters "
                         "themselves in bf16 (the original's ColossalAI bf16 keeps fp32 master copies in the "
                         "optimizer, outside this forward+backward step; soraflow's trainer uses autocast)")
+    p.add_argument("--matmul-ceiling", action="store_true",
+                   help="also time the step's matmuls alone at their own shapes: matmul_efficiency and "
+                        "mfu_ceiling (the MFU if nothing but the matmuls took time)")
     p.add_argument("--sweep", action="store_true", help="presets x latent sizes x dtypes, printed as a table")
     p.add_argument("--json", action="store_true", help="print one JSON line per run")
     args = p.parse_args()
@@ -266,10 +345,14 @@ def main() -> None:
         print(HEADER)
     for preset, latent, dt in runs:
         r = run(_config(args, preset), latent, args.batch, args.caption_len, dt, device, args.steps, args.warmup,
-                args.compile, args.compile_mode, args.param_dtype == "bf16")
+                args.compile, args.compile_mode, args.param_dtype == "bf16", args.matmul_ceiling)
         if preset:
             r["preset"] = preset
         print(json.dumps(r) if args.json else _row(r), flush=True)
+        if args.matmul_ceiling and not args.json:
+            print(f"  matmuls alone: {r['matmul_seconds']:.3f} s ({int(r['matmul_calls'])} calls, "
+                  f"{int(r['matmul_kinds'])} shapes) at {r['matmul_efficiency']:.3f} of the peak; "
+                  f"MFU ceiling {r['mfu_ceiling']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
