@@ -42,6 +42,13 @@ class TrainConfig(StrictModel):
     #: fp32 (:mod:`soraflow.precision`). ``bf16``: autocast everywhere. ``fp32``: none.
     mixed_precision: Literal["auto", "bf16", "fp32"] = "auto"
     grad_checkpointing: bool = False
+    #: ``torch.compile`` the model's blocks before wrapping (``compile_blocks`` when the model has
+    #: it, else the whole module): fuses the elementwise work around the matmuls, which is most
+    #: of a small model's step on a CPU. Compiling costs time at the start and again for each new
+    #: latent shape (until PyTorch marks the shape dynamic).
+    compile: bool = False
+    #: ``torch.compile`` mode with ``compile`` (null: PyTorch's default).
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
     seed: int = Field(42, ge=0, le=2**31 - 1)
     ckpt_every: int = Field(500, ge=1)
     #: Complete checkpoints kept on disk (older ones are deleted); 0 keeps all.
