@@ -29,6 +29,7 @@ import numpy as np
 from soraflow.curation.config import ClipsConfig
 from soraflow.curation.decode import even_size
 from soraflow.curation.encode import encode_clip
+from soraflow.evaluation.metrics import psnr
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v"}
 
@@ -47,15 +48,9 @@ def source_frames(path: Path, max_short_side: int, max_frames: int) -> tuple[lis
     return frames, fps
 
 
-def luma(frame: av.VideoFrame) -> np.ndarray:
-    plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-    return rows[: frame.height, : frame.width].astype(np.float64)
-
-
-def psnr(reference: list[av.VideoFrame], decoded: list[av.VideoFrame]) -> float:
-    mse = float(np.mean([np.mean((luma(a) - luma(b)) ** 2) for a, b in zip(reference, decoded)]))
-    return 100.0 if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+def luma(frames: list[av.VideoFrame]) -> np.ndarray:
+    """``[T, H, W]`` uint8 Y planes (a yuv420p frame's ``to_ndarray`` stacks Y over U and V)."""
+    return np.stack([f.to_ndarray()[: f.height] for f in frames])
 
 
 def measure(clips: list[tuple[list[av.VideoFrame], float]], config: ClipsConfig, work: Path) -> dict[str, float]:
@@ -74,7 +69,7 @@ def measure(clips: list[tuple[list[av.VideoFrame], float]], config: ClipsConfig,
         dec_cpu += time.process_time() - t0
         if len(decoded) != len(frames):
             raise RuntimeError(f"{path}: wrote {len(frames)} frames, read back {len(decoded)}")
-        psnrs.append(psnr(frames, decoded))
+        psnrs.append(psnr(luma(frames), luma(decoded)))
         path.unlink()
     return {"encode_cpu": enc_cpu, "decode_cpu": dec_cpu, "bytes": size,
             "psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs))}

@@ -123,13 +123,14 @@ def matmul_ceiling(step, device: torch.device, repeats: int = 5) -> dict[str, fl
     total_s = total_flops = 0.0
     for (name, sig, kw), count in calls.items():
         args = [_strided(a, device) if _is_spec(a) else a for a in sig]
+        kwargs = dict(kw)
         op = getattr(torch.ops.aten, name)
-        op(*args, **dict(kw))
+        op(*args, **kwargs)
         best = float("inf")
         for _ in range(repeats):
             _sync(device)
             t0 = time.perf_counter()
-            op(*args, **dict(kw))
+            op(*args, **kwargs)
             _sync(device)
             best = min(best, time.perf_counter() - t0)
         total_s += count * best

@@ -115,6 +115,16 @@ def run(out: Path, **kw):
     return result, metrics
 
 
+def assert_folder_runs(final_dir: Path) -> None:
+    """The final folder loads with ``load_model`` (config.json + model.safetensors via
+    save_model) and the model gives finite outputs."""
+    model = models.load_model(final_dir)
+    x = torch.randn(1, 4, 1, 4, 4)
+    y, mask = model.null_caption(1)
+    with torch.no_grad():
+        assert model(x, torch.tensor([10]), y, mask, height=32.0, width=32.0).isfinite().all()
+
+
 def test_stdit2_trains_resumes_exactly_and_saves_a_model_folder(tmp_path):
     full, metrics = run(tmp_path / "full", steps=24, ckpt_every=12)
     first = sum(metrics[s]["loss"] for s in (1, 2, 3)) / 3
@@ -128,13 +138,9 @@ def test_stdit2_trains_resumes_exactly_and_saves_a_model_folder(tmp_path):
         a, b = load_weights(full.final_dir, name), load_weights(resumed.final_dir, name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
-    model = models.load_model(full.final_dir)  # config.json + model.safetensors via save_model
+    assert_folder_runs(full.final_dir)
     ema = models.load_model(full.final_dir)
     ema.load_state_dict(load_weights(full.final_dir, "ema.safetensors"), strict=True)
-    x = torch.randn(1, 4, 1, 4, 4)
-    y, mask = model.null_caption(1)
-    with torch.no_grad():
-        assert model(x, torch.tensor([10]), y, mask, height=32.0, width=32.0).isfinite().all()
 
 
 @pytest.mark.slow
@@ -156,8 +162,4 @@ def test_compiled_training_matches_eager(tmp_path):
         assert compiled_metrics[s]["loss"] == pytest.approx(eager_metrics[s]["loss"], rel=5e-2), s
     for name in ("model.safetensors", "ema.safetensors"):
         assert load_weights(eager.final_dir, name).keys() == load_weights(compiled.final_dir, name).keys(), name
-    model = models.load_model(compiled.final_dir)
-    x = torch.randn(1, 4, 1, 4, 4)
-    y, mask = model.null_caption(1)
-    with torch.no_grad():
-        assert model(x, torch.tensor([10]), y, mask, height=32.0, width=32.0).isfinite().all()
+    assert_folder_runs(compiled.final_dir)
