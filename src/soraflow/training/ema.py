@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from soraflow.training.distributed import DistContext, broadcast_object, full_tensor
 
@@ -24,17 +23,15 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """``ema = decay * ema + (1 - decay) * param`` for every trainable parameter, as one
-        ``lerp`` towards the parameters: one multi-tensor kernel for plain tensors (the demo model's
-        129 tensors: 1.0 ms per update on one CPU thread, 1.5 ms as two ops per tensor)."""
-        pairs = [(self.shadow[name], p.detach()) for name, p in model.named_parameters() if name in self.shadow]
-        if not pairs:
-            return
-        shadows, params = [s for s, _ in pairs], [p.float() for _, p in pairs]
-        if any(isinstance(t, DTensor) for t in shadows):  # FSDP2 shards: one tensor at a time
-            for s, p in zip(shadows, params):
-                s.lerp_(p, 1.0 - self.decay)
-            return
-        torch._foreach_lerp_(shadows, params, 1.0 - self.decay)
+        multi-tensor ``lerp`` towards the parameters (DTensor shards under FSDP2 too): the demo
+        model's 129 tensors take 1.0 ms per update on one CPU thread, 1.5 ms as two ops per tensor."""
+        shadows, params = [], []
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                shadows.append(self.shadow[name])
+                params.append(p.detach().float())
+        if shadows:  # _foreach ops reject empty lists
+            torch._foreach_lerp_(shadows, params, 1.0 - self.decay)
 
     @torch.no_grad()
     def copy_from(self, model: nn.Module) -> None:
