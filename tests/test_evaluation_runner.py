@@ -74,6 +74,9 @@ def test_run_evaluation_writes_the_metrics_file_and_plots(corpus, classifier):
     assert REQUIRED <= set(metrics), REQUIRED - set(metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metrics["color_accuracy_chance"] == 0.25 and metrics["direction_accuracy_chance"] == 0.2
+    # a lossless VAE sets no ceiling below the real clips' own
+    for a in ("color", "shape", "direction"):
+        assert metrics[f"classifier_vae_{a}_accuracy"] == metrics[f"classifier_real_{a}_accuracy"]
     assert metrics["fid"] >= 0 and metrics["fid_real_halves"] > 0
     assert metrics["fid_frames_generated"] <= metrics["fid_frames_real_half"]
     assert "heldout_loss_t091" in metrics and "heldout_loss_32px_2x16x16" in metrics
@@ -110,19 +113,27 @@ def test_run_evaluation_writes_the_metrics_file_and_plots(corpus, classifier):
     sample_grid_figure(report.videos[:3], ["a", "b", "c"])
 
 
-def test_a_generator_that_ignores_motion_scores_lower_on_direction(corpus):
-    """With a classifier that reads motion (trained on 40 renders), a generator that reverses
-    every direction scores far below the faithful one on direction, not on colour."""
+@pytest.fixture(scope="module")
+def trained_classifier():
+    """A classifier that reads shape and motion: trained on 40 renders for 12 epochs."""
     from evaluation_helpers import labelled
 
-    from soraflow.evaluation import run_evaluation
     from soraflow.evaluation.classifier import ClassifierSpec, train_classifier
 
-    params = _params(corpus, heldout_loss=False, i2v=False, num_prompts=8, samples_per_prompt=2)
     spec = ClassifierSpec(width=8, feature_dim=16, num_frames=8, height=32, width_px=32, frame_interval=2)
     torch.manual_seed(0)
     clf, _ = train_classifier(labelled(np.random.default_rng(1), 40), [], spec, epochs=12, windows_per_clip=4,
                               batch_size=16, lr=3e-3, seed=0, progress=False)
+    return clf
+
+
+def test_a_generator_that_ignores_motion_scores_lower_on_direction(corpus, trained_classifier):
+    """With a classifier that reads motion (trained on 40 renders), a generator that reverses
+    every direction scores far below the faithful one on direction, not on colour."""
+    from soraflow.evaluation import run_evaluation
+
+    params = _params(corpus, heldout_loss=False, i2v=False, num_prompts=8, samples_per_prompt=2)
+    clf = trained_classifier
     good = run_evaluation(params, RenderGenerator(), classifier=clf, progress=False, write=False)
     bad = run_evaluation(params, RenderGenerator(wrong_direction=True), classifier=clf, progress=False, write=False)
     assert good["direction_accuracy"] >= 0.6, good
@@ -130,6 +141,41 @@ def test_a_generator_that_ignores_motion_scores_lower_on_direction(corpus):
     assert abs(bad["color_accuracy"] - good["color_accuracy"]) <= 0.25
     assert good["motion_magnitude_moving"] > 1.0 and good["motion_magnitude_moving_real"] > 0.5
     assert "heldout_loss" not in good and "i2v_first_frame_psnr" not in good
+
+
+class BlockVAE:
+    """A VAE that keeps only the mean colour of each 8x8 block: colours survive, shapes do not."""
+
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        z = torch.nn.functional.avg_pool2d(x.transpose(1, 2).reshape(b * t, c, h, w), 8)
+        return z.reshape(b, t, c, h // 8, w // 8).transpose(1, 2)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = z.shape
+        x = torch.nn.functional.interpolate(z.transpose(1, 2).reshape(b * t, c, h, w), scale_factor=8, mode="nearest")
+        return x.reshape(b, t, c, h * 8, w * 8).transpose(1, 2)
+
+
+def test_the_vae_ceiling_is_the_classifier_on_round_tripped_clips(corpus, trained_classifier):
+    """classifier_vae_* measures the held-out clips after the generator's VAE: a VAE that
+    keeps 8x8 blocks only loses the shapes the real clips show, and the report says so."""
+    from soraflow.evaluation import run_evaluation
+    from soraflow.evaluation.runner import evaluate_model
+
+    params = _params(corpus, heldout_loss=False, i2v=False, num_prompts=4, samples_per_prompt=1)
+    gen = RenderGenerator()
+    gen.vae = BlockVAE()
+    m = run_evaluation(params, gen, classifier=trained_classifier, progress=False, write=False)
+    assert m["classifier_real_shape_accuracy"] >= 0.8, m
+    assert m["classifier_vae_shape_accuracy"] <= m["classifier_real_shape_accuracy"] - 0.3, m
+    gen.vae = None  # no VAE: not measured, and the report says why
+    report = evaluate_model(params, gen, classifier=trained_classifier, progress=False)
+    assert "classifier_vae_shape_accuracy" not in report.metrics
+    assert any("classifier_vae" in n for n in report.notes)
 
 
 def test_clip_features_and_clipsim_when_clip_weights_are_configured(corpus, classifier, tmp_path):

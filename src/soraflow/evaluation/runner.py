@@ -5,7 +5,8 @@ What is measured (keys of ``metrics/eval.json``):
 * prompt following on held-out prompts (:mod:`soraflow.evaluation.prompts`):
   ``color_accuracy``, ``shape_accuracy``, ``direction_accuracy`` of the attribute classifier
   on generated videos, with ``*_chance`` (1 / classes) and the classifier's own accuracy on
-  real held-out clips (``classifier_real_*``: the measurement ceiling);
+  real held-out clips (``classifier_real_*``: the measurement ceiling) and on the same clips after
+  the VAE's encode -> decode (``classifier_vae_*``: the ceiling the VAE sets for any generator);
 * sample quality on frames, with the classifier's per-frame features (or CLIP's): ``fid``
   (generated videos of the half-A prompts vs the real clips of half B) beside
   ``fid_real_halves`` (the real clips of half A vs those of half B, the same frame counts), so
@@ -345,6 +346,16 @@ def evaluate_model(params, generator, *, classifier: AttributeClassifier | None 
     ceiling = evaluate_on_clips(classifier, labelled_clips(held, list(held_frames.values())), cfg.real_windows_per_clip)
     for a in ("color", "shape", "direction"):
         m[f"classifier_real_{a}_accuracy"] = ceiling[f"{a}_accuracy"]
+    # -- the ceiling the VAE sets: the same clips after its encode -> decode (a generator can at
+    #    best produce what the VAE decodes, so a blurred corner here is a lost shape there)
+    vae = getattr(generator, "vae", None)
+    if vae is None:
+        report.note("classifier_vae_*_accuracy: not measured (the generator exposes no VAE)")
+    else:
+        round_trip = [_vae_round_trip(vae, f) for f in held_frames.values()]
+        vae_ceiling = evaluate_on_clips(classifier, labelled_clips(held, round_trip), cfg.real_windows_per_clip)
+        for a in ("color", "shape", "direction"):
+            m[f"classifier_vae_{a}_accuracy"] = vae_ceiling[f"{a}_accuracy"]
 
     # -- generation
     rep_prompts = [p for p in prompts["prompt"] for _ in range(cfg.samples_per_prompt)]
@@ -466,12 +477,16 @@ def _caption_sensitivity(params, generator, report: EvalReport) -> None:
     report.metrics.update(found)
 
 
-def _vae_round_trip(vae, frame: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div(127.5).sub(1.0)
-    x = x[None, :, None].to(device=vae.device, dtype=vae.dtype)  # [1, 3, 1, H, W]
+def _vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """uint8 frames ``[..., H, W, 3]`` (one frame or a clip) after the VAE's encode -> decode."""
+    frames = np.asarray(frames)
+    clip = frames.reshape(-1, *frames.shape[-3:])
+    x = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+    x = x[None].to(device=vae.device, dtype=vae.dtype)  # [1, 3, T, H, W]
     with torch.no_grad():
         y = vae.decode(vae.encode(x)).float().cpu()
-    return ((y[0, :, 0].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    out = ((y[0].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    return out.reshape(frames.shape)
 
 
 def _image_to_video(params, generator, classifier, report: EvalReport, clip_ids: list, held: pd.DataFrame,
