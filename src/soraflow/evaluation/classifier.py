@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -439,15 +440,23 @@ def _train(train_clips, val_clips, spec, *, epochs, windows_per_clip, batch_size
 
 
 def evaluate_on_clips(
-    model: AttributeClassifier, clips: list[LabelledClip], windows_per_clip: int, prefix: str = ""
+    model: AttributeClassifier,
+    clips: list[LabelledClip],
+    windows_per_clip: int,
+    prefix: str = "",
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Accuracies of ``model`` on fixed windows of labelled clips (directions of stills skipped)."""
+    """Accuracies of ``model`` on fixed windows of labelled clips (directions of stills skipped).
+    ``transform`` maps each clip's windows ``[N, T, H, W, 3]`` uint8 before they are classified
+    (e.g. a VAE's encode -> decode)."""
     if not clips:
         return {f"{prefix}{a}_accuracy": math.nan for a in ATTRIBUTES} | {f"{prefix}windows": 0}
     spec = model.spec
     videos, truth = [], {a: [] for a in ATTRIBUTES}
     for c in clips:
         wins = fixed_windows(c.frames, spec.num_frames, spec.frame_interval, windows_per_clip)
+        if transform is not None:
+            wins = transform(wins)
         videos.append(wins)
         truth["color"] += [c.color] * len(wins)
         truth["shape"] += [c.shape] * len(wins)

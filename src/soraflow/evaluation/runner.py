@@ -352,8 +352,10 @@ def evaluate_model(params, generator, *, classifier: AttributeClassifier | None 
     if vae is None:
         report.note("classifier_vae_*_accuracy: not measured (the generator exposes no VAE)")
     else:
-        round_trip = [_vae_round_trip(vae, f) for f in held_frames.values()]
-        vae_ceiling = evaluate_on_clips(classifier, labelled_clips(held, round_trip), cfg.real_windows_per_clip)
+        vae_ceiling = evaluate_on_clips(
+            classifier, labelled_clips(held, list(held_frames.values())), cfg.real_windows_per_clip,
+            transform=lambda windows: _vae_round_trip(vae, windows),
+        )
         for a in ("color", "shape", "direction"):
             m[f"classifier_vae_{a}_accuracy"] = vae_ceiling[f"{a}_accuracy"]
 
