@@ -342,22 +342,20 @@ def evaluate_model(params, generator, *, classifier: AttributeClassifier | None 
     held_frames = dict(zip(held.index, load_clips(held, h, w, progress=progress, desc="decode held-out clips")))
     real_windows = {i: fixed_windows(f, t, fi, cfg.real_windows_per_clip) for i, f in held_frames.items()}
 
-    # -- classifier ceiling on real held-out clips
-    ceiling = evaluate_on_clips(classifier, labelled_clips(held, list(held_frames.values())), cfg.real_windows_per_clip)
-    for a in ("color", "shape", "direction"):
-        m[f"classifier_real_{a}_accuracy"] = ceiling[f"{a}_accuracy"]
-    # -- the ceiling the VAE sets: the same clips after its encode -> decode (a generator can at
-    #    best produce what the VAE decodes, so a blurred corner here is a lost shape there)
+    # -- classifier ceilings: on the real held-out clips, and on the same clips after the VAE's
+    #    encode -> decode (a generator can at best produce what the VAE decodes, so a blurred
+    #    corner there is a lost shape in every generated video)
+    ceilings = {"real": None}
     vae = getattr(generator, "vae", None)
     if vae is None:
         report.note("classifier_vae_*_accuracy: not measured (the generator exposes no VAE)")
     else:
-        vae_ceiling = evaluate_on_clips(
-            classifier, labelled_clips(held, list(held_frames.values())), cfg.real_windows_per_clip,
-            transform=lambda windows: _vae_round_trip(vae, windows),
-        )
+        ceilings["vae"] = lambda windows: _vae_round_trip(vae, windows)
+    held_clips = labelled_clips(held, list(held_frames.values()))
+    for name, transform in ceilings.items():
+        found = evaluate_on_clips(classifier, held_clips, cfg.real_windows_per_clip, transform=transform)
         for a in ("color", "shape", "direction"):
-            m[f"classifier_vae_{a}_accuracy"] = vae_ceiling[f"{a}_accuracy"]
+            m[f"classifier_{name}_{a}_accuracy"] = found[f"{a}_accuracy"]
 
     # -- generation
     rep_prompts = [p for p in prompts["prompt"] for _ in range(cfg.samples_per_prompt)]
