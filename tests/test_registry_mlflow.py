@@ -170,9 +170,14 @@ def test_champion_reproduces_in_a_fresh_process(project) -> None:
         gen = VideoGenerator.from_uri("models:/{cfg.model_name}@champion", device="cpu")
         np.save("fresh.npy", gen.generate(["a red circle moving left"], seed=11, **{SIZE!r}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    scratch = Path("scratch-tmp")
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch.resolve())}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert np.array_equal(np.load("fresh.npy"), here)
+    # the download was removed once loaded (sampling happened after that), not left in the temp dir
+    assert list(scratch.glob("soraflow-model-*")) == []
 
     # the pyfunc flavour: prompt in, mp4 out
     model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from soraflow.curation.config import ClipsConfig
 from soraflow.avframes import reformat
+from soraflow.x264 import libx264_options
 
 
 def rate_fraction(fps: float) -> Fraction:
@@ -48,7 +49,7 @@ def encode_clip(
         # when it writes the header, so keep our own copy for the frames.
         tick = Fraction(1, 1) / rate
         stream.time_base = tick
-        stream.options = {"preset": config.preset, "crf": str(config.crf), "threads": str(config.threads)}
+        stream.options = libx264_options(config.crf, config.preset, config.threads)  # reproducible bytes
         for i, src in enumerate(frames):
             if not isinstance(src, av.VideoFrame):
                 src = av.VideoFrame.from_ndarray(np.ascontiguousarray(src), format="rgb24")

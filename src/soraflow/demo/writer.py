@@ -1,7 +1,8 @@
 """Write frames to disk: H.264 MP4 through PyAV (libx264, yuv420p), stills through Pillow.
 
-The encoder runs single-threaded (parallelism comes from encoding several files at once),
-which also keeps the bitstream independent of the machine's core count. This module is what
+The encoder runs single-threaded (parallelism comes from encoding several files at once), on
+the x86-64 baseline asm (:mod:`soraflow.x264`), so that the bitstream, and the held-out split
+that hashes it, depends neither on the machine's core count nor on the run. This module is what
 the generator's worker processes import, so it stays free of pydantic and pyarrow.
 """
 
@@ -18,6 +19,7 @@ from PIL import Image
 from soraflow.avframes import yuv420p_from_rgb
 from soraflow.demo.render import iter_media_frames
 from soraflow.demo.spec import MediaSpec
+from soraflow.x264 import libx264_options
 
 
 def write_video(
@@ -39,7 +41,7 @@ def write_video(
         stream = container.add_stream(
             "libx264",
             rate=Fraction(fps, 1),
-            options={"crf": str(crf), "preset": preset, "threads": "1"},
+            options=libx264_options(crf, preset, threads=1),
         )
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"

@@ -25,8 +25,10 @@ so the same prompts, seed and settings give the same videos, in this process or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import torch
 from soraflow.config_base import ConfigError
 from soraflow.sampling.references import Reference, as_reference_list, load_reference_frames, reference_tensor
 from soraflow.sampling.sizes import SizeRule, bucket_sizes, check_size
-from soraflow.sampling.uri import ENCODERS_NAME, CorruptModelError, resolve_model_uri
+from soraflow.sampling.uri import ENCODERS_NAME, CorruptModelError, is_mlflow_uri, resolve_model_uri
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +196,18 @@ class VideoGenerator:
         **kwargs: Any,
     ) -> VideoGenerator:
         """Load from a local folder or an MLflow URI (``models:/NAME@ALIAS``,
-        ``models:/NAME/VERSION``, ``runs:/ID/model``); see :mod:`soraflow.sampling.uri`."""
-        folder = resolve_model_uri(uri, dst_path=dst_path)
-        gen = cls.from_folder(folder, device=device, use_ema=use_ema, buckets=buckets, **kwargs)
+        ``models:/NAME/VERSION``, ``runs:/ID/model``); see :mod:`soraflow.sampling.uri`.
+
+        An MLflow model is downloaded into ``dst_path``, or, without one, into a temporary
+        folder that is removed once everything is loaded (each call used to leave a copy behind).
+        """
+        with contextlib.ExitStack() as stack:
+            if dst_path is None and is_mlflow_uri(str(uri).strip()):
+                dst_path = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="soraflow-model-", ignore_cleanup_errors=True)
+                )
+            folder = resolve_model_uri(uri, dst_path=dst_path)
+            gen = cls.from_folder(folder, device=device, use_ema=use_ema, buckets=buckets, **kwargs)
         gen.source = str(uri)
         return gen
 
