@@ -20,7 +20,7 @@ from soraflow.curation.groundtruth import cut_scores
 from soraflow.curation.inputs import discover_inputs
 from soraflow.curation.probe import probe_media
 from soraflow.curation.scenes import SceneCutter, scene_ranges
-from soraflow.curation.tables import split_of
+from soraflow.curation.tables import assign_splits, split_unit
 
 
 def test_folder_discovery_skips_sidecars_and_hidden(tmp_path):
@@ -76,13 +76,22 @@ def test_filters_null_thresholds_and_missing_scores():
     assert caption_rules("x" * 2000, f).rule == "caption_max_chars"
 
 
-def test_split_is_deterministic_and_near_fraction():
+def test_split_holds_out_the_asked_share_by_content():
     shas = [f"{i:064x}" for i in range(2000)]
-    splits = [split_of(s, 0.15) for s in shas]
-    assert splits == [split_of(s, 0.15) for s in shas]
-    assert 0.12 < splits.count("heldout") / len(splits) < 0.18
-    assert set(split_of(s, 0.0) for s in shas[:50]) == {"train"}
-    assert set(split_of(s, 1.0) for s in shas[:50]) == {"heldout"}
+    splits = assign_splits(shas, 0.15)
+    assert splits == assign_splits(list(reversed(shas)) + shas[:10], 0.15)  # order and duplicates
+    assert sum(v == "heldout" for v in splits.values()) == 300
+    assert set(assign_splits(shas[:50], 0.0).values()) == {"train"}
+    assert set(assign_splits(shas[:50], 1.0).values()) == {"heldout"}
+    assert sorted(assign_splits(shas[:3], 0.15).values()) == ["heldout", "train", "train"]
+    assert assign_splits(shas[:1], 0.15) == {shas[0]: "train"}
+    # a new source moves at most one other across the cut
+    grown = assign_splits(shas + ["f" * 64], 0.15)
+    moved = [s for s in shas if grown[s] != splits[s]]
+    assert len(moved) <= 1
+    # the held-out ones are the lowest split units: a property of each content, not of its position
+    held = sorted(s for s, v in splits.items() if v == "heldout")
+    assert max(split_unit(s) for s in held) < min(split_unit(s) for s, v in splits.items() if v == "train")
 
 
 def test_sizes():
