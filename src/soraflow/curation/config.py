@@ -148,7 +148,8 @@ class CurateConfig(StrictModel):
     workers: int = Field(2, ge=1, le=512)
     #: ``tcp://host:8786`` of a running Dask scheduler; empty starts a local cluster.
     dask_address: str | None = None
-    #: Fraction of source files (not clips) assigned to the held-out split.
+    #: Share of source contents (not clips) in the held-out split: exactly ``round(share x n)``
+    #: of the n sources, chosen by content hash (``curation.tables.assign_splits``).
     heldout_fraction: float = Field(0.15, ge=0.0, le=1.0)
 
     def processing_key(self) -> str:
