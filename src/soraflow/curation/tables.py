@@ -175,8 +175,8 @@ def assemble_tables(
     clips = pd.concat(kept_parts, ignore_index=True) if kept_parts else pd.DataFrame()
     clips = clips.drop(columns=[c for c in ("thumb", "clip_file") if c in clips.columns])
     if len(clips):
-        splits = assign_splits(clips["source_sha256"].astype(str), heldout_fraction)
-        clips["split"] = [splits[str(s)] for s in clips["source_sha256"]]
+        source_hashes = clips["source_sha256"].astype(str)
+        clips["split"] = source_hashes.map(assign_splits(source_hashes, heldout_fraction))
     clips = _typed(clips, CLIP_COLUMNS).sort_values(["source_path", "start_frame"], kind="stable")
     clips = clips.reset_index(drop=True)
 
