@@ -77,6 +77,13 @@ def test_kid_is_near_zero_for_one_distribution(extractor):
     assert set(out) == {"fid", "kid_mean", "kid_std"} and all(math.isfinite(v) for v in out.values())
     far = fid_kid(extractor, a, (a // 3).astype(np.uint8), kid_subset_size=50, kid_subsets=20)
     assert far["kid_mean"] > out["kid_mean"] and far["fid"] > out["fid"]
+    # the subsets come from the seed: the same KID whatever the global RNG did before, which is left alone
+    torch.manual_seed(123)
+    torch.rand(7)
+    state = torch.get_rng_state()
+    again = fid_kid(extractor, a, b, kid_subset_size=50, kid_subsets=20)
+    assert again == out and torch.equal(torch.get_rng_state(), state)
+    assert fid_kid(extractor, a, b, kid_subset_size=50, kid_subsets=20, seed=1)["kid_mean"] != out["kid_mean"]
 
 
 def test_fid_rejects_bad_inputs(extractor):

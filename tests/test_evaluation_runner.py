@@ -192,6 +192,21 @@ def test_clip_features_and_clipsim_when_clip_weights_are_configured(corpus, clas
     assert "clipsim" in report.predictions.columns and not any("clipsim" in n for n in report.notes)
 
 
+def test_eval_threads_hold_while_measuring_and_are_restored(corpus, classifier):
+    from soraflow.evaluation.runner import evaluate_model
+
+    class ThreadRecorder(RenderGenerator):
+        def generate(self, prompts, **kwargs):
+            self.calls_threads = [*getattr(self, "calls_threads", []), torch.get_num_threads()]
+            return super().generate(prompts, **kwargs)
+
+    before = torch.get_num_threads()
+    params = _params(corpus, heldout_loss=False, i2v=False, num_prompts=2, samples_per_prompt=1, threads=before + 1)
+    gen = ThreadRecorder()
+    evaluate_model(params, gen, classifier=classifier, progress=False)
+    assert set(gen.calls_threads) == {before + 1} and torch.get_num_threads() == before
+
+
 def test_quick_prompt_following(corpus, classifier):
     from soraflow.evaluation import quick_prompt_following
 
@@ -209,6 +224,57 @@ def test_quick_prompt_following(corpus, classifier):
     held = quick_prompts(_params(corpus), 3)
     clips = pd.read_parquet(corpus / "curated" / "clips.parquet")
     assert len(held) == 3 and not set(held) & set(clips.loc[clips["split"] == "train", "text"])
+
+
+def _two_ranks(fn):
+    """``fn(rank, gather)`` on two threads joined by an all-gather; their results."""
+    import threading
+
+    parts: list = [None, None]
+    results: list = [None, None]
+    barrier = threading.Barrier(2, timeout=60)
+
+    def rank(r: int) -> None:
+        def gather(obj):
+            parts[r] = obj
+            barrier.wait()
+            return list(parts)
+
+        results[r] = fn(r, gather)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_prompt_following_shared_by_two_ranks_equals_one(corpus, classifier):
+    """Two ranks each generate every other batch with that batch's own seed and gather them:
+    the same videos, in the same order, and the same scores as one rank alone."""
+    from soraflow.evaluation import quick_prompt_following, quick_prompts
+    from soraflow.evaluation.runner import _generate
+
+    prompts = quick_prompts(_params(corpus), 5) * 2  # 10 videos in 4 batches of 3
+    kwargs = dict(size=(8, 32, 32), options={"steps": 2}, seed=3, batch_size=3)
+    alone = RenderGenerator()
+    expected = _generate(alone, prompts, **kwargs)
+    assert [c["seed"] for c in alone.calls] == [3, 4, 5, 6]
+    gens = [RenderGenerator(), RenderGenerator()]
+    shared = _two_ranks(lambda r, gather: _generate(gens[r], prompts, **kwargs, shard=(r, 2), gather=gather))
+    assert [c["seed"] for c in gens[0].calls] == [3, 5] and [c["seed"] for c in gens[1].calls] == [4, 6]
+    assert all(np.array_equal(v, expected) for v in shared)
+
+    size = dict(num_frames=8, height=32, width=32, seed=3, batch_size=3)
+    one = quick_prompt_following(RenderGenerator(wrong_direction=True), classifier, prompts, **size)
+    two = _two_ranks(lambda r, gather: quick_prompt_following(
+        RenderGenerator(wrong_direction=True), classifier, prompts, **size, shard=(r, 2), gather=gather))
+    assert two[0] == two[1] == one and one["direction_accuracy"] < 0.5
+    with pytest.raises(ValueError, match="needs gather"):
+        _generate(RenderGenerator(), prompts, **kwargs, shard=(0, 2))
+    with pytest.raises(RuntimeError, match=r"batches \[1, 3\] of 4"):  # a gather that lost a rank
+        _generate(RenderGenerator(), prompts, **kwargs, shard=(0, 2), gather=lambda made: [made])
 
 
 def test_missing_inputs_are_clear_errors(tmp_path, classifier):

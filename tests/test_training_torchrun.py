@@ -1,7 +1,7 @@
 """Real ``torchrun`` runs with 2 CPU processes (gloo) on the toy model, started through the
 ``soraflow train`` command function: loss falls, both ranks hold the same weights after every
 step, data is sharded, and a run resumed from a checkpoint ends bitwise where the
-uninterrupted run ends. DDP (~20 s on 2 idle cores) in the fast suite, FSDP2 marked slow."""
+uninterrupted run ends (an evaluation that every rank joins changes nothing). DDP (~20 s on 2 idle cores) in the fast suite, FSDP2 marked slow."""
 
 from __future__ import annotations
 
@@ -93,9 +93,11 @@ def _check_mlflow_run(out: Path) -> None:
 def test_two_ranks_learn_in_lockstep_and_resume_exactly(tmp_path, strategy):
     params = write_params(tmp_path, strategy=strategy, caption_dropout=0.3)
     full = tmp_path / "full"
-    train(params, full)
+    train(params, full, "--builder-opt", "gather_eval_every=5")  # an evaluation every rank joins
     check_run(full)
     metrics = read_metrics_file(full / "metrics.jsonl")
+    gathered = {s: (m["probe/ranks_gathered"], m["probe/rank_sum"]) for s, m in metrics.items() if "probe/rank_sum" in m}
+    assert gathered == {5: (2.0, 1.0), 10: (2.0, 1.0), 12: (2.0, 1.0)}
     assert sorted(metrics) == list(range(1, STEPS + 1))
     early = sum(metrics[s]["loss"] for s in (1, 2, 3)) / 3
     late = sum(metrics[s]["loss"] for s in (10, 11, 12)) / 3

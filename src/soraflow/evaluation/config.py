@@ -70,6 +70,9 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(16, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     device: str = "auto"
+    #: Torch intra-op threads while the stage measures (null: unchanged; ``make`` starts every
+    #: stage with one, OMP_NUM_THREADS=1). The stage runs alone, so it may use every core.
+    threads: int | None = Field(None, ge=1, le=1024)
     #: Image-to-video: condition on the first frame of held-out clips (mask strategy "0").
     i2v: bool = True
     i2v_count: int = Field(8, ge=1, le=10_000)

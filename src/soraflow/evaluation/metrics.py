@@ -68,11 +68,13 @@ def fid_kid(
     kid_subset_size: int = 50,
     kid_subsets: int = 50,
     batch_size: int = 256,
+    seed: int = 0,
 ) -> dict[str, float]:
     """``{"fid", "kid_mean", "kid_std"}`` between real and generated frames.
 
     KID's subset size is capped by the smaller side (KID is unbiased, FID is not: compare FIDs
-    only between sets of equal sizes).
+    only between sets of equal sizes). Its random subsets are drawn from ``seed`` (torchmetrics
+    draws them from the global RNG, which is left as it was), so the same frames give the same KID.
     """
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -84,7 +86,9 @@ def fid_kid(
         kid = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=subset, normalize=False)
     _update(kid, real_t, True, batch_size)
     _update(kid, fake_t, False, batch_size)
-    mean, std = kid.compute()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
     out["kid_mean"], out["kid_std"] = float(mean), float(std)
     return out
 

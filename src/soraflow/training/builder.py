@@ -158,6 +158,7 @@ def build_components(params, ctx) -> Components:
         out["bucket"] = batch["bucket"]
         return out
 
+    prompt_eval = build_prompt_eval(params, ctx)
     return Components(
         model=model,
         dataset=dataset,
@@ -169,8 +170,9 @@ def build_components(params, ctx) -> Components:
         num_timesteps=params.diffusion.num_timesteps,
         save_model=save_model,
         on_batch=encode,
-        evaluate=build_prompt_eval(params, ctx),
+        evaluate=prompt_eval,
         evaluate_every=cfg.prompt_eval_every,
+        evaluate_on_all_ranks=prompt_eval is not None and prompt_eval.every_rank,
         info=info,
     )
 

@@ -64,10 +64,12 @@ class Components:
     on_batch: Callable[[int, int, Batch], None] | None = None
     on_step_end: Callable[[int, nn.Module], None] | None = None
     #: ``evaluate(step, model) -> metrics`` on rank 0 every ``evaluate_every`` optimizer steps
-    #: and at the last step, with the unwrapped model; its metrics join that step's metric
+    #: and at the last step, with the unwrapped model; rank 0's metrics join that step's metric
     #: line. It must leave the global RNG and the model's mode as it found them.
     evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None
     evaluate_every: int = 0
+    #: ``evaluate`` runs on every rank at those steps (e.g. to share the work), not rank 0 alone.
+    evaluate_on_all_ranks: bool = False
     #: Free-form description of the data (buckets, sizes) for logs.
     info: dict[str, Any] = field(default_factory=dict)
 

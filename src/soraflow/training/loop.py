@@ -440,10 +440,12 @@ class _Run:
                 eval_due = self.evaluation_due()
                 if eval_due or self.step % cfg.log_every == 0 or self.step == total:
                     last = metrics.window_metrics(lr=lr, grad_norm=grad_norm, epoch=self.stream.epoch)
-                    if eval_due and ctx.is_main and self.comp.evaluate is not None:
+                    if eval_due and self.comp.evaluate is not None and (ctx.is_main or self.comp.evaluate_on_all_ranks):
                         t_eval = time.perf_counter()
-                        last.update(self.comp.evaluate(self.step, self.inner))
+                        measured = self.comp.evaluate(self.step, self.inner)
                         metrics.exclude_time(time.perf_counter() - t_eval)  # keeps samples/s a training figure
+                        if ctx.is_main:
+                            last.update(measured)
                     if ctx.is_main:
                         if self.on_metrics is not None:
                             self.on_metrics(self.step, last)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from soraflow.training.components import Batch, Components, drop_captions
-from soraflow.training.distributed import DistContext, full_tensor
+from soraflow.training.distributed import DistContext, all_gather_object, full_tensor
 
 #: Bucket name -> latent shape (T, H, W).
 TOY_BUCKETS: dict[str, tuple[int, int, int]] = {"2x4x4": (2, 4, 4), "1x4x8": (1, 4, 8)}
@@ -297,12 +297,15 @@ def build_toy_components(
     resumable_sampler: bool = False,
     nan_at_step: int = 0,
     nan_rank: int = -1,
+    gather_eval_every: int = 0,
 ) -> Components:
     """Toy model + data + loss. With ``record``, every rank appends to ``output``:
     ``batches-rank{r}.jsonl`` (step, micro, sample indices) and ``digests-rank{r}.jsonl``
     (step, parameter digest after the step), to check batch order and replica equality.
     ``resumable_sampler`` uses a sampler that resumes itself instead of the engine's skip.
-    ``nan_at_step`` > 0 poisons the loss of that step on rank ``nan_rank`` (-1: every rank)."""
+    ``nan_at_step`` > 0 poisons the loss of that step on rank ``nan_rank`` (-1: every rank).
+    ``gather_eval_every`` > 0 adds an evaluation on every rank that all-gathers the ranks' ids
+    (``probe/ranks_gathered``, ``probe/rank_sum``): a collective the loop must call everywhere."""
     output = Path(params.train.output)
     dataset = ToyLatents(num_samples=num_samples, seed=0)
     sampler_cls = ToyResumableSampler if resumable_sampler else ToyBucketSampler
@@ -331,6 +334,13 @@ def build_toy_components(
             return out
 
         comp.loss_fn = poisoned_loss
+    if gather_eval_every > 0:
+
+        def gather_ranks(step: int, model: nn.Module) -> dict[str, float]:
+            ranks = all_gather_object(ctx.rank, ctx)
+            return {"probe/ranks_gathered": float(len(ranks)), "probe/rank_sum": float(sum(ranks))}
+
+        comp.evaluate, comp.evaluate_every, comp.evaluate_on_all_ranks = gather_ranks, gather_eval_every, True
     if record or step_delay > 0:
         output.mkdir(parents=True, exist_ok=True)
         batches_log = output / f"batches-rank{ctx.rank}.jsonl"
