@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from soraflow.training.distributed import all_gather_object, all_reduce_min, broadcast_object
+from soraflow.training.distributed import all_gather_object
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,15 @@ def build_prompt_eval(params, ctx) -> PromptEvaluator | None:
             log.warning("train.prompt_eval_every: off under FSDP2 with %d ranks (rank 0 holds a shard only)", ctx.world_size)
         return None
     folder = Path(params.eval.classifier.output)
-    here = (folder / "model.safetensors").is_file()
-    on_main = broadcast_object(here if ctx.is_main else None, ctx)
-    everywhere = all_reduce_min(int(here), ctx) == 1
-    if not on_main:
+    found = all_gather_object((folder / "model.safetensors").is_file(), ctx)  # per rank, rank 0 first
+    if not found[0]:
         if ctx.is_main:
             log.warning(
                 "train.prompt_eval_every: no attribute classifier at %s (run the eval_classifier stage); "
                 "prompt following is not measured during this run", folder,
             )
         return None
-    shared = everywhere and ctx.distributed and ctx.world_size > 1
+    shared = all(found) and ctx.distributed and ctx.world_size > 1
     if not (shared or ctx.is_main):
         return None
 
