@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from soraflow.allocator import keep_freed_memory
 from soraflow.config import ConfigError
 
 app = typer.Typer(
@@ -105,6 +106,7 @@ app.command("serve")(serve_command)
 def main() -> None:
     """Entry point: config errors become one clear line and exit code 2, not a traceback."""
     setup_logging()
+    keep_freed_memory()  # CPU steps stop page-faulting (soraflow.allocator)
     try:
         app()
     except ConfigError as err:

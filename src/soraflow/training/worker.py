@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 
+from soraflow.allocator import keep_freed_memory
 from soraflow.config_base import ConfigError, parse_model, read_yaml
 from soraflow.training.components import Components
 from soraflow.training.distributed import DistContext, cleanup_distributed, init_distributed
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soraflow train: bad configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG
     cfg = params.train
+    keep_freed_memory()  # CPU steps stop page-faulting (soraflow.allocator)
     ctx = init_distributed(cfg.backend, force_group=cfg.strategy == "fsdp2")
     logging.basicConfig(
         level=logging.INFO,
