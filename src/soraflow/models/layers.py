@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soraflow.models.ops import Linear, modulate, modulated_linear
+from soraflow.models.qk_heads import qkv_heads
 
 __all__ = [
     "Attention",
@@ -245,6 +246,11 @@ class Attention(nn.Module):
     def attend(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Attention on fused projections ``qkv [B, N, 3C]`` -> ``[B, N, C]`` (before ``proj``)."""
         b, n, c3 = qkv.shape
+        if self.q_norm is not None and not self.legacy_rope_before_norm and not torch.compiler.is_compiling():
+            # eager: one function for heads, norm and rotation (soraflow.models.qk_heads); compiled
+            # blocks keep the composed ops below, which inductor fuses itself
+            q, k, v = qkv_heads(qkv, self.num_heads, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, rope)
+            return attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
         qkv = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim], strided views (no copy)
         if rope is not None and self.legacy_rope_before_norm:
