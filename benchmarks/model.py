@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from soraflow.allocator import keep_freed_memory  # noqa: E402
 from soraflow.models.config import STDiT2Config, preset_config  # noqa: E402
 from soraflow.models.flops import count_flops, dummy_inputs  # noqa: E402
 from soraflow.models.stdit2 import STDiT2  # noqa: E402
@@ -328,7 +329,11 @@ def main() -> None:
                         "mfu_ceiling (the MFU if nothing but the matmuls took time)")
     p.add_argument("--sweep", action="store_true", help="presets x latent sizes x dtypes, printed as a table")
     p.add_argument("--json", action="store_true", help="print one JSON line per run")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc at its defaults (the trainer and the CLI keep freed memory in the "
+                        "process: soraflow.allocator)")
     args = p.parse_args()
+    malloc_tuned = False if args.default_malloc else keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -349,6 +354,7 @@ def main() -> None:
                 args.compile, args.compile_mode, args.param_dtype == "bf16", args.matmul_ceiling)
         if preset:
             r["preset"] = preset
+        r["malloc_tuned"] = malloc_tuned
         print(json.dumps(r) if args.json else _row(r), flush=True)
         if args.matmul_ceiling and not args.json:
             print(f"  matmuls alone: {r['matmul_seconds']:.3f} s ({int(r['matmul_calls'])} calls, "
