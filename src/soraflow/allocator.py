@@ -5,7 +5,7 @@ glibc's defaults hand blocks above a (dynamic) threshold to ``mmap`` and give th
 back to the kernel whenever more than twice that threshold is free; every new block then costs
 one page fault per 4 KiB page as it is first written. On the demo's training step that was
 ~7,800 minor faults per step and one process; with the two settings below, under 100, and the
-2-rank demo training measured 16-19% more samples/s (``benchmarks/train.py``; README).
+2-rank demo training measured 19% more samples/s in two paired runs (``benchmarks/train.py``; README).
 
 The price is that freed memory stays in the process (its RSS does not shrink back after a
 peak); the peak itself is unchanged. Blocks above ``mmap_threshold`` still come from ``mmap``

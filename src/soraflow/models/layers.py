@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soraflow.models.ops import Linear, modulate, modulated_linear
-from soraflow.models.qk_heads import qkv_heads
+from soraflow.models.qk_heads import qkv_heads, rotate_pairs
 
 __all__ = [
     "Attention",
@@ -210,9 +210,7 @@ class RotaryEmbedding(nn.Module):
     @staticmethod
     def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotate ``x [..., L, dim]`` by position: ``x * cos + rotate_half(x) * sin``."""
-        x2 = x.unflatten(-1, (-1, 2))
-        rotated = torch.stack((-x2[..., 1], x2[..., 0]), dim=-1).flatten(-2)
-        return torch.addcmul(x * cos.to(x.dtype), rotated, sin.to(x.dtype))
+        return torch.addcmul(x * cos.to(x.dtype), rotate_pairs(x), sin.to(x.dtype))
 
 
 class Attention(nn.Module):
