@@ -52,15 +52,15 @@ class _QkvHeads(torch.autograd.Function):
         out = y.to(qkv.dtype)
         v = heads[2].contiguous()
         ctx.save_for_backward(x_hat, r, w, cos, sin)
-        ctx.shape = (b, n, num_heads, d)
-        ctx.weight_dtype = weight.dtype
+        ctx.dtypes = (qkv.dtype, weight.dtype)
         q, k = out.unbind(0)
         return q, k, v
 
     @staticmethod
     def backward(ctx, grad_q: Tensor, grad_k: Tensor, grad_v: Tensor):  # type: ignore[override]
         x_hat, r, w, cos, sin = ctx.saved_tensors
-        b, n, h, d = ctx.shape
+        _, b, h, n, d = x_hat.shape
+        qkv_dtype, weight_dtype = ctx.dtypes
         g = torch.empty_like(x_hat)  # [2, B, H, N, D] fp32
         for i, grad in enumerate((grad_q, grad_k)):
             if grad is None:
@@ -69,12 +69,11 @@ class _QkvHeads(torch.autograd.Function):
                 g[i].copy_(grad)
         if cos is not None:
             g = torch.addcmul(g * cos, rotate_pairs(g), sin, value=-1.0)
-        grad_w = (g * x_hat).sum(dim=(1, 2, 3)).reshape(2 * d).to(ctx.weight_dtype)
+        grad_w = (g * x_hat).sum(dim=(1, 2, 3)).reshape(2 * d).to(weight_dtype)
         g.mul_(w)
         dot = torch.linalg.vecdot(g, x_hat, dim=-1).unsqueeze_(-1).div_(-d)
         dx = torch.addcmul(g, x_hat, dot).mul_(r)
-        dtype = grad_v.dtype if grad_v is not None else (grad_q if grad_q is not None else grad_k).dtype
-        grad_qkv = torch.empty(b, n, 3, h, d, dtype=dtype, device=x_hat.device)
+        grad_qkv = torch.empty(b, n, 3, h, d, dtype=qkv_dtype, device=x_hat.device)
         grad_heads = grad_qkv.permute(2, 0, 3, 1, 4)
         grad_heads[:2].copy_(dx)
         if grad_v is None:
