@@ -63,6 +63,7 @@ def evaluate_flow(params_path: str = "params.yaml", model: str | None = None) ->
     cfg = params.eval
     uri = model or cfg.model or params.sample.model
     use_ema = cfg.use_ema if cfg.use_ema is not None else params.sample.use_ema
+    precision = cfg.mixed_precision or params.sample.mixed_precision
     device = None if cfg.device == "auto" else cfg.device
     with stage_run("evaluate", params, params_path=params_path, tags={"soraflow.model_uri": str(uri)}):
         try:
@@ -70,7 +71,9 @@ def evaluate_flow(params_path: str = "params.yaml", model: str | None = None) ->
         except FileNotFoundError:
             logger.warning("no attribute classifier at %s: training it now (the eval_classifier stage)", cfg.classifier.output)
             classifier, _ = train_eval_classifier(params)
-        generator = VideoGenerator.from_uri(uri, device=device, use_ema=use_ema, buckets=params.buckets)
+        generator = VideoGenerator.from_uri(
+            uri, device=device, use_ema=use_ema, buckets=params.buckets, mixed_precision=precision
+        )
         report = evaluate_model(params, generator, classifier=classifier)
         paths = write_outputs(report, cfg)
         metrics = report.finite_metrics()

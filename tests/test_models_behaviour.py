@@ -454,6 +454,35 @@ def test_unfused_attention_matches_sdpa(mask_kind):
     torch.testing.assert_close(unfused_attention(q, k, v, mask), ref)
 
 
+@pytest.mark.parametrize("keys", [1, 5, 8, 9, 16])
+def test_short_row_softmax_matches_softmax_values_and_gradients(keys, monkeypatch):
+    """Rows of <= SHORT_ROW_MAX keys (the temporal attention over 8 frames) take the hand-written
+    softmax; every length gives softmax's values and gradients through unfused attention."""
+    from soraflow.models import layers
+
+    g = torch.Generator().manual_seed(keys)
+    x = torch.randn(4, 3, 6, keys, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layers.ShortRowSoftmax.apply, (x,))
+    torch.testing.assert_close(layers.ShortRowSoftmax.apply(x), x.softmax(-1), rtol=0, atol=1e-15)
+    masked = x.detach().clone()
+    masked[..., 0, 1:] = float("-inf")  # one key left in a row: all weight on it
+    assert torch.equal(layers.ShortRowSoftmax.apply(masked)[..., 0, :], masked.softmax(-1)[..., 0, :])
+
+    calls = []
+    real = layers.ShortRowSoftmax.apply
+    monkeypatch.setattr(layers.ShortRowSoftmax, "apply", lambda t: calls.append(t.shape[-1]) or real(t))
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g, dtype=torch.float64, requires_grad=True) for n in (6, keys, keys))
+    mask = torch.ones(3, 1, 1, keys, dtype=torch.bool)
+    mask[0, ..., keys // 2 + 1 :] = False
+    ours = layers.unfused_attention(q, k, v, mask)
+    assert calls == ([keys] if keys <= layers.SHORT_ROW_MAX else [])
+    grads = torch.autograd.grad(ours.sum(), (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(grads, torch.autograd.grad(ref.sum(), (q, k, v)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # unfused attention's softmax runs in fp32
+
+
 @pytest.mark.parametrize("keys", [16, 600])
 def test_cpu_bf16_attention_path_by_length(keys, monkeypatch):
     """Under CPU bf16 autocast, short sequences take the unfused path and long ones the fused

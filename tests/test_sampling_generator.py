@@ -186,3 +186,29 @@ def test_encoders_json_is_read(model_dir, gen) -> None:
     assert gen.default_fps == 12.0
     assert gen.diffusion_config.resolved_steps == enc["diffusion"]["sampling_steps"]
     assert gen.text_encoder.max_length == enc["text_max_length"]
+
+
+def test_bf16_sampling_runs_the_denoiser_under_autocast(gen) -> None:
+    seen: list[bool] = []
+    hook = gen.model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    prompts = ["a red circle moving left on a black background", "a blue square moving up on a white background"]
+    try:
+        bf16 = VideoGenerator(gen.model, gen.vae, gen.text_encoder, gen.diffusion_config, mixed_precision="bf16")
+        assert bf16.autocast_bf16 and not gen.autocast_bf16
+        z16 = bf16.generate_latents(prompts, seed=0, **SIZE)
+        assert seen and all(seen)
+        seen.clear()
+        z32 = gen.generate_latents(prompts, seed=0, **SIZE)
+        assert seen and not any(seen)
+    finally:
+        hook.remove()
+    assert z16.dtype == torch.float32 and torch.isfinite(z16).all()
+    assert torch.equal(z16, bf16.generate_latents(prompts, seed=0, **SIZE))  # seeded: reproducible in bf16 too
+    diff = (z16 - z32).abs()
+    assert 0 < float(diff.mean()) < 0.02 * float(z32.std())  # bf16 rounding, not another sample
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the call
+
+
+def test_bad_precision_is_a_config_error(gen) -> None:
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        VideoGenerator(gen.model, gen.vae, gen.text_encoder, gen.diffusion_config, mixed_precision="fp16")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from soraflow.encoders.config import VAEDemoTrainConfig
 from soraflow.encoders.vae import VideoVAE
+from soraflow.precision import use_bf16_autocast
 from soraflow.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -294,6 +295,8 @@ def _train_demo_vae(
     val_frames: FrameSource | None,
     num_examples: int,
 ) -> VAETrainResult:
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
     cfg = config
     t_start = time.perf_counter()
     output_dir = Path(output_dir)
@@ -320,6 +323,11 @@ def _train_demo_vae(
         n_params, cfg.downsample_factor, cfg.latent_channels, len(train), len(val),
         cfg.steps, cfg.batch_size, cfg.image_size, cfg.image_size,
     )
+    bf16 = use_bf16_autocast(cfg.mixed_precision, torch.device("cpu"))
+    layout = torch.channels_last if bf16 else torch.contiguous_format
+    ae = ae.to(memory_format=layout)
+    if bf16:
+        logger.info("demo VAE: bf16 autocast, channels-last convolutions (vae.demo_train.mixed_precision=%s)", cfg.mixed_precision)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     losses: list[float] = []
@@ -327,11 +335,14 @@ def _train_demo_vae(
     t_loop = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="demo VAE", disable=not progress, unit="step")
     for step in bar:
-        x = _sample_batch(train, cfg.image_size, cfg.batch_size, gen)
-        dist = ae.encode(x).latent_dist
+        x = _sample_batch(train, cfg.image_size, cfg.batch_size, gen).contiguous(memory_format=layout)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            moments = ae.encode(x).latent_dist.parameters
+        dist = DiagonalGaussianDistribution(moments.float())  # sampling and KL in fp32
         z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
-        rec = ae.decode(z).sample
-        mse = F.mse_loss(rec, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rec = ae.decode(z).sample
+        mse = F.mse_loss(rec.float(), x)
         kl = 0.5 * (dist.mean.pow(2) + dist.var - 1.0 - dist.logvar).mean()
         loss = mse + cfg.kl_weight * kl
         if not torch.isfinite(loss):
@@ -353,6 +364,7 @@ def _train_demo_vae(
                 (time.perf_counter() - t_loop) / (step + 1),
             )
     seconds = time.perf_counter() - t_loop
+    ae = ae.to(memory_format=torch.contiguous_format)  # saved and used as ordinary contiguous fp32 weights
     ae.eval()
 
     eval_batch = max(1, cfg.batch_size)

@@ -66,6 +66,8 @@ class EvalConfig(StrictModel):
     steps: int | None = Field(None, ge=1, le=10_000)
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     use_ema: bool | None = None
+    #: fp32 | bf16 | auto for generating (held-out loss, caption sensitivity stay fp32); null = sample's.
+    mixed_precision: Literal["auto", "bf16", "fp32"] | None = None
     #: Videos per generator call.
     batch_size: int = Field(16, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**63 - 1)

@@ -38,6 +38,10 @@ def sample_command(
     loops: int = typer.Option(1, "--loops", help="Long video: N loops, each continuing the last frames of the previous one."),
     use_ema: bool = typer.Option(None, "--ema/--no-ema", help="Sample with the EMA weights (default: sample.use_ema)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: sample.device)."),
+    precision: str = typer.Option(
+        None, "--precision",
+        help="fp32 | bf16 | auto: the denoiser under bf16 autocast (auto: on CUDA and CPUs with native bf16; default: sample.mixed_precision).",
+    ),
     min_display_size: int = typer.Option(
         None, "--min-display-size", help="Scale files up (nearest neighbour) to at least this many pixels; 0 = raw size."
     ),
@@ -54,7 +58,7 @@ def sample_command(
     overrides = {
         "model": model, "prompts": list(prompt) if prompt else None, "num_frames": num_frames, "height": height,
         "width": width, "fps": fps, "seed": seed, "steps": steps, "sampler": sampler, "guidance": guidance,
-        "use_ema": use_ema, "device": device, "min_display_size": min_display_size,
+        "use_ema": use_ema, "device": device, "mixed_precision": precision, "min_display_size": min_display_size,
         "output": str(output) if output is not None else None,
     }
     refs = [str(r) for r in reference] if reference else None

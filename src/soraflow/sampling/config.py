@@ -46,6 +46,9 @@ class SampleConfig(StrictModel):
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     #: Sample with the EMA weights (``ema.safetensors``) instead of the raw ones.
     use_ema: bool = False
+    #: Precision of the denoiser's forward passes: fp32 | bf16 autocast | auto (bf16 on CUDA and on
+    #: CPUs with native bf16 units, as train.mixed_precision). The VAE and the sampler stay fp32.
+    mixed_precision: Literal["auto", "bf16", "fp32"] = "fp32"
     #: Prompts per model call (bounds memory; the seed is per batch, see VideoGenerator.generate).
     batch_size: int = Field(8, ge=1, le=1024)
     #: Written files are scaled up (nearest neighbour) so their shorter side is at least this.

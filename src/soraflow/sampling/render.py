@@ -147,7 +147,9 @@ def render_from_config(
     """Load ``cfg.model`` and render ``cfg.prompts`` into ``cfg.output`` (see :func:`render_prompts`)."""
     from soraflow.sampling.generator import VideoGenerator
 
-    gen = generator or VideoGenerator.from_uri(cfg.model, device=cfg.device, use_ema=cfg.use_ema, buckets=buckets)
+    gen = generator or VideoGenerator.from_uri(
+        cfg.model, device=cfg.device, use_ema=cfg.use_ema, buckets=buckets, mixed_precision=cfg.mixed_precision
+    )
     index = render_prompts(
         gen, cfg.prompts, cfg.output,
         num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, fps=cfg.fps, seed=cfg.seed,

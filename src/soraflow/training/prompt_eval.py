@@ -101,6 +101,7 @@ def build_prompt_eval(params, ctx) -> PromptEvaluator | None:
                 generator = VideoGenerator(
                     model, vae, text_encoder, params.diffusion,
                     frame_interval=params.buckets.frame_interval, buckets=params.buckets, source="training",
+                    mixed_precision=cfg.mixed_precision,  # sample as the model trains
                 )
                 scores = quick_prompt_following(
                     generator, classifier, prompts, **size,
