@@ -7,10 +7,15 @@ so that importing one section never needs the whole ``Params`` tree.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+#: ``mixed_precision`` of every section (train, vae.demo_train, sample, eval): ``auto`` is bf16
+#: autocast where the device computes bf16 natively (:func:`soraflow.precision.use_bf16_autocast`).
+Precision = Literal["auto", "bf16", "fp32"]
 
 
 class StrictModel(BaseModel):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from soraflow.config_base import StrictModel
+from soraflow.config_base import Precision, StrictModel
 
 
 class EvalClassifierConfig(StrictModel):
@@ -67,7 +67,7 @@ class EvalConfig(StrictModel):
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     use_ema: bool | None = None
     #: fp32 | bf16 | auto for generating (held-out loss, caption sensitivity stay fp32); null = sample's.
-    mixed_precision: Literal["auto", "bf16", "fp32"] | None = None
+    mixed_precision: Precision | None = None
     #: Videos per generator call.
     batch_size: int = Field(16, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**63 - 1)

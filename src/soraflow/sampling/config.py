@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from soraflow.config_base import StrictModel
+from soraflow.config_base import Precision, StrictModel
 
 #: The demo prompt set: 4 colours x 3 shapes x 5 directions, each value at least once.
 DEMO_PROMPTS: tuple[str, ...] = (
@@ -48,7 +48,7 @@ class SampleConfig(StrictModel):
     use_ema: bool = False
     #: Precision of the denoiser's forward passes: fp32 | bf16 autocast | auto (bf16 on CUDA and on
     #: CPUs with native bf16 units, as train.mixed_precision). The VAE and the sampler stay fp32.
-    mixed_precision: Literal["auto", "bf16", "fp32"] = "fp32"
+    mixed_precision: Precision = "fp32"
     #: Prompts per model call (bounds memory; the seed is per batch, see VideoGenerator.generate).
     batch_size: int = Field(8, ge=1, le=1024)
     #: Written files are scaled up (nearest neighbour) so their shorter side is at least this.

@@ -38,12 +38,12 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
-from soraflow.config_base import ConfigError
+from soraflow.config_base import ConfigError, Precision
 from soraflow.precision import use_bf16_autocast
 from soraflow.sampling.references import Reference, as_reference_list, load_reference_frames, reference_tensor
 from soraflow.sampling.sizes import SizeRule, bucket_sizes, check_size
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["IMAGE_FPS", "VideoGenerator", "latents_to_uint8", "read_encoders", "resolve_device"]
 
-#: Values of ``mixed_precision`` (VideoGenerator, sample.mixed_precision, eval.mixed_precision).
-PRECISIONS = ("auto", "bf16", "fp32")
+#: Values of ``mixed_precision`` (the configs' :data:`soraflow.config_base.Precision`).
+PRECISIONS = get_args(Precision)
 #: fps micro-condition of still images (Open-Sora's value; the feature cache uses the same).
 IMAGE_FPS = 120.0
 #: fps of the demo corpus sources before frame_interval subsampling (the default playback rate).

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from soraflow.config_base import StrictModel
+from soraflow.config_base import Precision, StrictModel
 
 _ENDPOINT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
@@ -40,7 +40,7 @@ class TrainConfig(StrictModel):
     ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
     #: ``auto``: bf16 autocast on CUDA and on CPUs with native bf16 units (AVX512-BF16, AMX), else
     #: fp32 (:mod:`soraflow.precision`). ``bf16``: autocast everywhere. ``fp32``: none.
-    mixed_precision: Literal["auto", "bf16", "fp32"] = "auto"
+    mixed_precision: Precision = "auto"
     grad_checkpointing: bool = False
     #: ``torch.compile`` the model's blocks before wrapping (``compile_blocks`` when the model has
     #: it, else the whole module): fuses the elementwise work around the matmuls, which is most
