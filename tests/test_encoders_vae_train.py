@@ -181,7 +181,9 @@ def test_reconstruction_figure(trained, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_default_demo_vae_reaches_target_psnr(tmp_path) -> None:
-    """The params.yaml demo recipe (~4 min on one core) on frames of the demo's kind: >= 28 dB held-out.
+    """The params.yaml demo recipe on frames of the demo's kind: >= 28 dB held-out already at
+    half its steps (1500 of 3000: 30.6 dB in 2.5 min on 2 cores; the full recipe, 34.4 dB, is
+    measured by every `make demo` in metrics/vae.json and took 4.5 min here).
 
     Frames come from the demo corpus renderer at the training scale (32 px). The image-to-video
     target needs >= 25 dB after the VAE round trip, so 28 dB leaves the diffusion model room.
@@ -192,6 +194,7 @@ def test_default_demo_vae_reaches_target_psnr(tmp_path) -> None:
     from soraflow.demo.render import sample_demo_frames
 
     cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml").vae.demo_train
+    cfg = cfg.model_copy(update={"steps": cfg.steps // 2})
     frames = sample_demo_frames(300, 32, seed=5)
     r = train_demo_vae(frames, cfg, tmp_path / "vae", progress=False)
     assert r.psnr >= 28.0, r.psnr
