@@ -119,4 +119,4 @@ def bucket_configs(draw, resolutions=("144p", "256", "240p", "360p", "512", "480
     fi = draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2**31))
     # Default extra_resolutions (demo 32px/64px tables) stay available.
-    return BucketsConfig(bucket_config=cfg, frame_interval=fi, seed=seed)
+    return BucketsConfig(bucket_config=cfg, frame_interval=fi, seed=seed, rank_lockstep=draw(st.booleans()))

@@ -94,8 +94,9 @@ def test_without_drop_last_every_assigned_clip_is_served(df, config, num_replica
     epoch=st.integers(0, 2),
 )
 def test_resume_equals_continuation_with_any_rank_count(df, config, r_before, r_after, frac, epoch):
-    # The uninterrupted run's global order: one rank sees every global batch in order.
-    whole = BucketSampler(df, config, num_replicas=1, rank=0)
+    # The uninterrupted run's global order: one rank sees every global batch in order (the
+    # order of an r_before-rank run: with rank_lockstep, runs of r_before same-bucket batches).
+    whole = BucketSampler(df, config, num_replicas=1, rank=0, lockstep=r_before if config.rank_lockstep else 1)
     whole.set_epoch(epoch)
     global_order = [b.indices for b in whole]
     # Train k steps on r_before ranks, checkpoint (every rank writes the same state).
@@ -147,9 +148,56 @@ def test_deterministic_from_seed_and_epoch_and_same_assignment_on_every_rank():
     assignments = [BucketSampler(df, config, num_replicas=4, rank=r).assignment(3) for r in range(4)]
     for other in assignments[1:]:
         pd.testing.assert_frame_equal(other, assignments[0])
-    # Batches of the same bucket shuffle differently per epoch; buckets of a step differ across ranks.
-    buckets_at_step0 = {next(iter(BucketSampler(df, config, num_replicas=8, rank=r))).bucket for r in range(8)}
+    # Batches of the same bucket shuffle differently per epoch; with rank_lockstep=False (the
+    # original) buckets of a step differ across ranks.
+    original = config.model_copy(update={"rank_lockstep": False})
+    buckets_at_step0 = {next(iter(BucketSampler(df, original, num_replicas=8, rank=r))).bucket for r in range(8)}
     assert len(buckets_at_step0) > 1
+
+
+@SETTINGS
+@given(df=clip_tables(max_size=150), config=bucket_configs(permissive=True), num_replicas=st.integers(2, 4), epoch=st.integers(0, 2))
+def test_rank_lockstep_gives_every_rank_one_bucket_per_step(df, config, num_replicas, epoch):
+    config = config.model_copy(update={"rank_lockstep": True})
+    ranks = all_ranks(df, config, num_replicas, epoch)
+    plan = BucketSampler(df, config, num_replicas=num_replicas).plan(epoch)
+    groups = Counter(g for g, _ in plan.batches)
+    # A step mixes buckets only where the buckets' remainders (count % ranks) meet: at most
+    # sum(remainders) // ranks steps (the remainders' short last run is dropped with drop_last).
+    mixed = sum(len({b.bucket for b in step}) > 1 for step in zip(*ranks))
+    assert mixed <= sum(n % num_replicas for n in groups.values()) // num_replicas
+    # Same batches as the original's plan, only in another order.
+    original = plan_epoch(plan.assigned, seed=config.seed, epoch=epoch)
+    assert sorted(tuple(r.tolist()) for _, r in plan.batches) == sorted(tuple(r.tolist()) for _, r in original.batches)
+
+
+def test_rank_lockstep_on_a_two_bucket_table():
+    # 960- vs 1280-token buckets, as in the demo: 6 batches of each; two ranks.
+    df = pd.DataFrame({"num_frames": [40] * 24, "height": [144] * 12 + [256] * 12, "width": [256] * 12 + [256] * 12})
+    config = BucketsConfig(bucket_config={"144p": {16: [1.0, 2]}}, frame_interval=1, seed=3)
+    steps = list(zip(*all_ranks(df, config, 2)))
+    assert len(steps) == 6 and all(a.bucket == b.bucket for a, b in steps)
+    assert len({a.bucket for a, _ in steps}) == 2  # both buckets train, interleaved by the shuffle
+    original = list(zip(*all_ranks(df, config.model_copy(update={"rank_lockstep": False}), 2)))
+    assert any(a.bucket != b.bucket for a, b in original)  # this seed's original deal mixes them
+    with pytest.raises(ValueError, match="lockstep"):
+        BucketSampler(df, config, lockstep=0)
+
+
+def test_state_from_before_rank_lockstep_resumes_in_its_order():
+    df = pd.DataFrame({"num_frames": [40] * 24, "height": [144] * 12 + [256] * 12, "width": 256})
+    config = BucketsConfig(bucket_config={"144p": {16: [1.0, 2]}}, frame_interval=1, seed=3)
+    old = BucketSampler(df, config.model_copy(update={"rank_lockstep": False}), num_replicas=2, rank=0)
+    it = iter(old)
+    next(it), next(it)
+    state = old.state_dict()
+    assert state["lockstep"] == 1
+    state.pop("lockstep")  # a checkpoint written before the key existed
+    new = BucketSampler(df, config, num_replicas=2, rank=0)
+    new.load_state_dict(state)
+    assert [b.indices for b in new] == [b.indices for b in it]
+    new.set_epoch(1)  # later epochs: the new config's lockstep order
+    assert new.state_dict()["lockstep"] == 2
 
 
 def test_state_dict_with_explicit_steps_and_reiteration():

@@ -172,6 +172,10 @@ class BucketsConfig(StrictModel):
     extra_resolutions: dict[str, ResolutionSpec] = Field(default_factory=_demo_resolutions)
     #: Drop each bucket's last incomplete batch (training); ``false`` keeps it.
     drop_last: bool = True
+    #: Every rank trains the same bucket at each step (batches dealt in same-bucket runs of the
+    #: rank count), so no rank waits for a larger batch at the all-reduce; ``false`` deals each
+    #: rank a bucket of its own, as the original.
+    rank_lockstep: bool = True
 
     @field_validator("bucket_config", mode="before")
     @classmethod

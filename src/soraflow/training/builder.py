@@ -20,8 +20,6 @@ import torch
 from torch import nn
 
 from soraflow.buckets import BucketSampler
-from soraflow.buckets.sampler import EpochPlan, plan_epoch
-from soraflow.buckets.draws import PURPOSE_CLIP_SEED, hash_u64
 from soraflow.features.cache import IMAGE_FPS, FeatureCache
 from soraflow.training.components import Components, drop_captions
 from soraflow.training.prompt_eval import build_prompt_eval
@@ -36,12 +34,8 @@ class CachedBucketSampler(BucketSampler):
     re-assignment is skipped (a cached latent exists at one bucket size only).
     """
 
-    def _plan(self, epoch: int) -> tuple[EpochPlan, np.ndarray]:
-        if self._cache is None or self._cache[0] != epoch:
-            plan = plan_epoch(self.df, seed=self.seed, epoch=epoch, shuffle=self.shuffle, drop_last=self.drop_last)
-            seeds = hash_u64(PURPOSE_CLIP_SEED, self.seed, epoch, self._keys)
-            self._cache = (epoch, plan, seeds)
-        return self._cache[1], self._cache[2]
+    def _assign(self, epoch: int) -> pd.DataFrame:
+        return self.df
 
 
 class CachedSamples(torch.utils.data.Dataset):
