@@ -128,3 +128,38 @@ def test_nan_on_one_rank_stops_every_rank(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000004"]
     assert all(torch.isfinite(t).all() for t in load_weights(out / "checkpoints" / "step-00000004").values())
     assert not (out / "final").exists()
+
+
+def test_local_sgd_averages_weights_on_schedule_and_resumes_exactly(tmp_path):
+    """``average_every: 3`` (local SGD): each rank steps on its own gradients, so the ranks' weights
+    differ between averagings and are equal right after each one (every 3rd step, every
+    checkpoint, every evaluation); the loss still falls; a run resumed from a checkpoint ends
+    bitwise where the uninterrupted run ends (the checkpoint also averaged Adam's moments; the
+    evaluations, which average too, come at the same steps)."""
+    params = write_params(tmp_path, average_every=3, broadcast_buffers=False)
+    full = tmp_path / "full"
+    output = train(params, full, "--builder-opt", "gather_eval_every=5")
+    d0, d1 = jsonl(full / "digests-rank0.jsonl"), jsonl(full / "digests-rank1.jsonl")
+    same = {r0["step"] for r0, r1 in zip(d0, d1, strict=True) if r0 == r1}
+    assert same == {3, 4, 5, 6, 8, 9, 10, 12}, (same, output[-2000:])
+    metrics = read_metrics_file(full / "metrics.jsonl")
+    assert sorted(metrics) == list(range(1, STEPS + 1))
+    early = sum(metrics[s]["loss"] for s in (1, 2, 3)) / 3
+    late = sum(metrics[s]["loss"] for s in (10, 11, 12)) / 3
+    assert late < 0.8 * early, (early, late)
+    assert {metrics[s]["probe/ranks_gathered"] for s in (5, 10, 12)} == {2.0}
+
+    resumed = tmp_path / "resumed"
+    train(params, resumed, "--resume", str(full / "checkpoints" / "step-00000004"), "--builder-opt", "gather_eval_every=5")
+    compare_finals(full, resumed)
+    assert jsonl(resumed / "digests-rank1.jsonl") == d1[4:]
+
+
+def test_local_sgd_needs_ddp():
+    from pydantic import ValidationError
+
+    from soraflow.training.config import TrainConfig
+
+    with pytest.raises(ValidationError, match="average_every=4 .local SGD. needs strategy ddp"):
+        TrainConfig(average_every=4, strategy="fsdp2")
+    assert TrainConfig(average_every=4).average_every == 4

@@ -70,6 +70,16 @@ class TrainConfig(StrictModel):
     #: ``auto``: nccl on GPU, gloo on CPU.
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     strategy: Literal["ddp", "fsdp2"] = "ddp"
+    #: DDP only. 1: the gradients are all-reduced at every step (DDP, the original). K > 1:
+    #: local SGD: every rank steps on its own gradients and the ranks average their weights
+    #: every K steps (and before every checkpoint and prompt check), so a rank waits for the
+    #: others once per K steps instead of at every step; the loss statistics are summed over
+    #: the ranks at log steps only.
+    average_every: int = Field(1, ge=1, le=10_000)
+    #: DDP's ``broadcast_buffers``: rank 0's buffers are sent to every rank before each
+    #: forward (a collective per step). soraflow's models' buffers never change after
+    #: construction, where false is safe; keep true for models with running statistics.
+    broadcast_buffers: bool = True
     #: Probability of replacing a caption by the null caption (classifier-free guidance).
     caption_dropout: float = Field(0.1, ge=0.0, le=1.0)
     use_feature_cache: bool = True
@@ -126,6 +136,8 @@ class TrainConfig(StrictModel):
     def _consistent(self) -> TrainConfig:
         if self.node_rank >= self.nnodes:
             raise ValueError(f"node_rank {self.node_rank} must be < nnodes {self.nnodes}")
+        if self.average_every > 1 and self.strategy != "ddp":
+            raise ValueError(f"average_every={self.average_every} (local SGD) needs strategy ddp, not {self.strategy}")
         if self.init_optimizer and not self.init_from:
             raise ValueError("init_optimizer is true but init_from is not set")
         return self

@@ -149,16 +149,30 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def wrap_model(model: nn.Module, strategy: str, ctx: DistContext) -> nn.Module:
-    """Wrap for data parallelism; the module must already be on ``ctx.device``."""
+@torch.no_grad()
+def broadcast_module(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (a collective)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def wrap_model(
+    model: nn.Module, strategy: str, ctx: DistContext, *, broadcast_buffers: bool = True, local_sgd: bool = False
+) -> nn.Module:
+    """Wrap for data parallelism; the module must already be on ``ctx.device``.
+
+    ``ddp``: ``DistributedDataParallel`` (``broadcast_buffers``: rank 0's buffers are sent to
+    every rank before each forward, DDP's default; off saves a collective per step when the
+    buffers never change after construction). ``local_sgd`` (DDP strategy only): no wrapper; the
+    ranks start from rank 0's weights and the loop averages the parameters every few steps
+    (:func:`average_tensors`).
+    """
     if strategy == "fsdp2":
         if not ctx.distributed:
             raise RuntimeError("fsdp2 needs a process group; init_distributed(force_group=True)")
         from torch.distributed.fsdp import fully_shard
 
-        with torch.no_grad():  # same start on every rank: FSDP2 does not broadcast
-            for tensor in [*model.parameters(), *model.buffers()]:
-                dist.broadcast(tensor.data, src=0)
+        broadcast_module(model)  # same start on every rank: FSDP2 does not broadcast
         for unit in shard_units(model):
             fully_shard(unit)
         fully_shard(model)
@@ -167,8 +181,42 @@ def wrap_model(model: nn.Module, strategy: str, ctx: DistContext) -> nn.Module:
         raise ValueError(f"unknown strategy {strategy!r}")
     if not ctx.distributed:
         return model
+    if local_sgd:
+        broadcast_module(model)
+        return model
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=broadcast_buffers)
+
+
+@torch.no_grad()
+def average_tensors(tensors: list[torch.Tensor], ctx: DistContext) -> None:
+    """Replace every tensor by its mean over the ranks, in place: one flat all-reduce per dtype
+    (local SGD's model averaging, as ``torch.distributed.algorithms.model_averaging`` does it,
+    but copying back into the same storage so optimizer and EMA references stay valid)."""
+    if not ctx.distributed or not tensors:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    comm_device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    for group in by_dtype.values():
+        flat = torch.cat([t.detach().reshape(-1) for t in group]).to(comm_device)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= ctx.world_size
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's floating-point per-parameter state (Adam's moments), without step counts."""
+    return [
+        v
+        for state in optimizer.state.values()
+        for key, v in state.items()
+        if key != "step" and isinstance(v, torch.Tensor) and v.is_floating_point()
+    ]
 
 
 @contextlib.contextmanager

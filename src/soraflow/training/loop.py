@@ -4,7 +4,10 @@ One optimizer step = ``grad_accum_steps`` micro-batches on every rank; steps are
 1 (``step-00000020`` holds the weights after 20 steps). Per step: caption dropout, forward
 under autocast, backward (gradient all-reduce on the last micro-batch only), one small
 all-reduce of the loss statistics, grad clipping, a NaN/inf check *before* the optimizer
-touches the weights, AdamW, the LR schedule, the fp32 EMA.
+touches the weights, AdamW, the LR schedule, the fp32 EMA. With ``average_every`` > 1 (local
+SGD) the backward and the loss statistics stay on the rank, and the ranks average their weights
+every ``average_every`` steps and before each checkpoint and evaluation; at a checkpoint they
+also average the optimizer's moments, so the saved state is every rank's and a resume is exact.
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ from soraflow.training.distributed import (
     DistContext,
     all_gather_object,
     all_reduce_min,
+    average_tensors,
     barrier,
     broadcast_object,
     cleanup_distributed,
     full_tensor,
     grad_sync,
     init_distributed,
+    optimizer_state_tensors,
     unwrap,
     wrap_model,
 )
@@ -188,7 +193,10 @@ class _Run:
         model.train()
         if cfg.compile:
             compile_model(model, cfg.compile_mode)
-        self.model = wrap_model(model, cfg.strategy, ctx)
+        self.local_sgd = cfg.average_every > 1 and ctx.distributed
+        self.model = wrap_model(
+            model, cfg.strategy, ctx, broadcast_buffers=cfg.broadcast_buffers, local_sgd=self.local_sgd
+        )
         self.inner = unwrap(self.model)
         self.sharded = cfg.strategy == "fsdp2"
         self.ema = EMA(self.inner, cfg.ema_decay)
@@ -396,7 +404,7 @@ class _Run:
     def run(self) -> TrainResult:
         cfg, ctx = self.cfg, self.ctx
         total = self.total
-        metrics = StepMetrics(ctx, self.comp.num_timesteps)
+        metrics = StepMetrics(ctx, self.comp.num_timesteps, sum_every_step=not self.local_sgd)
         bf16 = use_bf16(cfg, ctx.device)
 
         def autocast() -> Any:
@@ -407,7 +415,9 @@ class _Run:
         n_params = sum(p.numel() for p in self.inner.parameters())
         log.info(
             "training %s (%.2fM params) on %d rank(s), %s, %s, bf16=%s, steps %d -> %d",
-            type(self.inner).__name__, n_params / 1e6, ctx.world_size, ctx.device, cfg.strategy, bf16, self.step, total,
+            type(self.inner).__name__, n_params / 1e6, ctx.world_size, ctx.device,
+            f"local SGD (weights averaged every {cfg.average_every} steps)" if self.local_sgd else cfg.strategy,
+            bf16, self.step, total,
         )
         interactive = sys.stderr.isatty()
         bar = tqdm(
@@ -433,11 +443,16 @@ class _Run:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.optimizer.step()
                 self.scheduler.step()
-                self.ema.update(self.inner)
                 self.step += 1
+                eval_due = self.evaluation_due()
+                ckpt_due = self.step % cfg.ckpt_every == 0 or self.step == total
+                if self.local_sgd and (self.step % cfg.average_every == 0 or eval_due or ckpt_due):
+                    average_tensors(self.params, ctx)
+                if self.local_sgd and ckpt_due:  # every rank then holds the state the checkpoint saves
+                    average_tensors(optimizer_state_tensors(self.optimizer), ctx)
+                self.ema.update(self.inner)
                 if self.comp.on_step_end is not None:
                     self.comp.on_step_end(self.step, self.model)
-                eval_due = self.evaluation_due()
                 if eval_due or self.step % cfg.log_every == 0 or self.step == total:
                     last = metrics.window_metrics(lr=lr, grad_norm=grad_norm, epoch=self.stream.epoch)
                     if eval_due and self.comp.evaluate is not None and (ctx.is_main or self.comp.evaluate_on_all_ranks):
@@ -450,7 +465,7 @@ class _Run:
                         if self.on_metrics is not None:
                             self.on_metrics(self.step, last)
                         bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
-                if self.step % cfg.ckpt_every == 0 or self.step == total:
+                if ckpt_due:
                     self.save()
                 bar.update(1)
         finally:

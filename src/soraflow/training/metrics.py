@@ -2,7 +2,8 @@
 
 Every rank accumulates its micro-batches; once per optimizer step one small all-reduce sums
 the loss statistics over ranks (that sum is also the NaN check), and at log steps the
-per-bucket sums are gathered. Metric names are MLflow-safe:
+per-bucket sums are gathered. Under local SGD (``sum_every_step=False``) a step's loss is the
+rank's own and the sums over ranks are taken at log steps only. Metric names are MLflow-safe:
 
 ``loss``, ``loss_by_t/q1`` .. ``q4`` (timestep quarters, q1 = least noise), ``loss_by_bucket/<name>``,
 ``lr``, ``grad_norm``, ``samples_per_s``, ``tokens_per_s``, ``peak_memory_mb`` (CUDA max
@@ -41,8 +42,9 @@ def peak_memory_mb(device: torch.device) -> float:
 class StepMetrics:
     """Accumulates micro-batch statistics into steps, and steps into a logging window."""
 
-    def __init__(self, ctx: DistContext, num_timesteps: int):
+    def __init__(self, ctx: DistContext, num_timesteps: int, *, sum_every_step: bool = True):
         self.ctx = ctx
+        self.sum_every_step = sum_every_step
         self.num_timesteps = num_timesteps
         self._step = torch.zeros(_VEC_LEN, dtype=torch.float64)
         self._window = torch.zeros(_VEC_LEN, dtype=torch.float64)
@@ -78,8 +80,9 @@ class StepMetrics:
         self._data_wait += seconds
 
     def end_step(self) -> float:
-        """Sum this step's statistics over ranks; return the step's mean loss (NaN-propagating)."""
-        total = all_reduce_sum(self._step, self.ctx)
+        """Sum this step's statistics over ranks (this rank's alone without ``sum_every_step``);
+        return the step's mean loss (NaN-propagating)."""
+        total = all_reduce_sum(self._step, self.ctx) if self.sum_every_step else self._step
         self._step = torch.zeros(_VEC_LEN, dtype=torch.float64)
         self._window += total
         return float(total[0] / max(total[1].item(), 1.0))
@@ -91,7 +94,7 @@ class StepMetrics:
     def window_metrics(self, *, lr: float, grad_norm: float, epoch: int) -> dict[str, float]:
         """Metrics of the steps since the last call; a collective (every rank must call it)."""
         elapsed = max(time.perf_counter() - self._window_start, 1e-9)
-        w = self._window
+        w = self._window if self.sum_every_step else all_reduce_sum(self._window, self.ctx)
         gathered = all_gather_object(dict(self._buckets), self.ctx)
         out: dict[str, float] = {
             "loss": float(w[0] / max(w[1].item(), 1.0)),
