@@ -8,8 +8,9 @@ Run from a checkout where the pipeline ran up to ``features`` (``dvc repro featu
 Each configuration launches the real worker (``python -m torch.distributed.run`` for more than
 one process, gloo on CPU) with the params file plus overrides, for ``--steps`` steps into a
 temporary folder, then reads rank 0's ``metrics.jsonl``. Figures are medians over the logged
-windows (``--log-every`` steps each; 1 = every step) after ``--warmup`` steps: samples/s and tokens/s over all ranks, and ``data_wait_frac`` (the share
-of step time spent waiting for the next batch; the target with the cache is under 5%).
+windows (``--log-every`` steps each; 1 = every step) after ``--warmup`` steps: samples/s and
+tokens/s over all ranks, and ``data_wait_frac`` (the share of step time spent waiting for the
+next batch; the target with the cache is under 5%).
 Samples/s of the online mode include the frozen VAE and text encoder (they run in the step).
 """
 

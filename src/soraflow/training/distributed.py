@@ -191,8 +191,10 @@ def wrap_model(
 @torch.no_grad()
 def average_tensors(tensors: list[torch.Tensor], ctx: DistContext) -> None:
     """Replace every tensor by its mean over the ranks, in place: one flat all-reduce per dtype
-    (local SGD's model averaging, as ``torch.distributed.algorithms.model_averaging`` does it,
-    but copying back into the same storage so optimizer and EMA references stay valid)."""
+    (local SGD's model averaging). ``torch.distributed.algorithms.model_averaging``'s
+    ``average_parameters`` does the same for parameters but upcasts mixed dtypes into one buffer
+    and rebinds each ``.data`` to a view of it; this copies back, so every tensor (parameters
+    and Adam's moments alike) keeps its own storage and dtype."""
     if not ctx.distributed or not tensors:
         return
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
