@@ -69,7 +69,7 @@ class VAEDemoTrainConfig(StrictModel):
     seed: int = Field(0, ge=0)
     # Autocast precision of the training steps (auto: bf16 on CUDA and on CPUs with native bf16
     # units, as train.mixed_precision). Weights, the optimiser, the loss, the latent statistics
-    # and the held-out PSNR stay fp32. Convolutions run channels-last in either precision
+    # and the held-out PSNR stay fp32. Convolutions are also run channels-last in bf16
     # (oneDNN's fast layout on CPU).
     mixed_precision: Precision = "fp32"
     # Intra-op threads while training (restored afterwards); null = torch's default. One is
