@@ -171,6 +171,33 @@ def test_cosine_schedule_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_wsd_schedule_decays_linearly_over_its_last_fraction(tmp_path):
+    """Warmup, constant, then linear down to min_lr_ratio * lr over the last decay_fraction of the
+    post-warmup steps, reaching it exactly at the last step."""
+    cfg = make_cfg(tmp_path / "out", steps=10, warmup_steps=2, lr=0.01, ckpt_every=100,
+                   lr_schedule="wsd", decay_fraction=0.5, min_lr_ratio=0.2)
+    _, metrics, _ = run(cfg)
+    lrs = [metrics[s]["lr"] for s in range(1, 11)]
+    decay = [1.0 - 0.8 * k / 4 for k in (1, 2, 3, 4)]  # 4 of the 8 post-warmup steps decay
+    assert lrs == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.01, 0.01, *(0.01 * d for d in decay)])
+    assert lrs[-1] == pytest.approx(0.002)
+
+
+def test_wsd_decay_from_a_constant_runs_checkpoint_equals_the_wsd_run(tmp_path):
+    """Before its decay a wsd run is the constant run bit for bit, so resuming a constant run's
+    checkpoint with lr_schedule wsd ends where a wsd run from scratch ends."""
+    kw = {"steps": 12, "ckpt_every": 6, "warmup_steps": 2, "decay_fraction": 0.5}
+    wsd, wsd_metrics, _ = run(make_cfg(tmp_path / "wsd", lr_schedule="wsd", **kw))
+    const, _, _ = run(make_cfg(tmp_path / "const", lr_schedule="constant", **kw))
+    a, c = load_weights(wsd.final_dir, "model.safetensors"), load_weights(const.final_dir, "model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the decay changed the last 5 steps
+    resumed, metrics, _ = run(make_cfg(tmp_path / "decay", lr_schedule="wsd",
+                                       resume=str(tmp_path / "const" / "checkpoints" / "step-00000006"), **kw))
+    assert [metrics[s]["lr"] for s in range(7, 13)] == pytest.approx([wsd_metrics[s]["lr"] for s in range(7, 13)])
+    b = load_weights(resumed.final_dir, "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_caption_dropout_rate_and_seed(tmp_path):
     def dropped_pattern(p: float, seed: int) -> list[bool]:
         cfg = make_cfg(tmp_path / f"p{p}-s{seed}", steps=16, caption_dropout=p, seed=seed, ckpt_every=100, resume="none")

@@ -29,10 +29,13 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     #: Linear warmup from 0 to ``lr`` over this many steps (0: constant lr, the original).
     warmup_steps: int = Field(0, ge=0)
-    #: After the warmup: ``constant`` (the original) or ``cosine`` (a half cosine down to
-    #: ``min_lr_ratio * lr`` at the last step; better final weights for a short run from scratch).
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    #: After the warmup: ``constant`` (the original), ``cosine`` (a half cosine down to
+    #: ``min_lr_ratio * lr`` at the last step) or ``wsd`` (warmup-stable-decay: constant, then
+    #: linear down to ``min_lr_ratio * lr`` over the last ``decay_fraction`` of the steps).
+    lr_schedule: Literal["constant", "cosine", "wsd"] = "constant"
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    #: ``wsd`` only: the share of the post-warmup steps that decay.
+    decay_fraction: float = Field(0.1, gt=0.0, le=1.0)
     #: Max global grad norm; 0 disables clipping (the norm is still computed and reported).
     grad_clip: float = Field(1.0, ge=0.0)
     grad_accum_steps: int = Field(1, ge=1, le=4096)

@@ -87,16 +87,31 @@ class TrainResult:
 
 
 def warmup_lambda(
-    warmup_steps: int, schedule: str = "constant", total_steps: int = 0, min_lr_ratio: float = 0.0
+    warmup_steps: int,
+    schedule: str = "constant",
+    total_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+    decay_fraction: float = 0.1,
 ) -> Callable[[int], float]:
     """LR factor: linear from 1/warmup to 1 over ``warmup_steps``, then constant, or (``cosine``)
-    a half cosine from 1 down to ``min_lr_ratio`` at ``total_steps``."""
+    a half cosine from 1 down to ``min_lr_ratio`` at ``total_steps``, or (``wsd``,
+    warmup-stable-decay) constant until the last ``decay_fraction`` of the steps after the warmup,
+    then linear down to ``min_lr_ratio`` at ``total_steps``: a run's weights at the stable rate are
+    the constant schedule's, bit for bit, so a decay can start from a constant run's checkpoint."""
+    span = total_steps - warmup_steps
+    decay_steps = max(1, round(decay_fraction * span)) if span > 0 else 0
+    decay_start = total_steps - decay_steps
 
     def factor(step: int) -> float:
         warm = 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
-        if schedule != "cosine" or step < warmup_steps or total_steps <= warmup_steps:
+        if schedule not in ("cosine", "wsd") or step < warmup_steps or span <= 0:
             return warm
-        progress = min(1.0, (step + 1 - warmup_steps) / (total_steps - warmup_steps))  # 1 at the last step
+        if schedule == "wsd":
+            if step + 1 <= decay_start:
+                return warm
+            progress = min(1.0, (step + 1 - decay_start) / decay_steps)  # 1 at the last step
+            return 1.0 - (1.0 - min_lr_ratio) * progress
+        progress = min(1.0, (step + 1 - warmup_steps) / span)  # 1 at the last step
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
@@ -104,7 +119,7 @@ def warmup_lambda(
 
 def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     """The LR factor of ``cfg`` (warmup, then its ``lr_schedule``) for a run of ``total_steps``."""
-    return warmup_lambda(cfg.warmup_steps, cfg.lr_schedule, total_steps, cfg.min_lr_ratio)
+    return warmup_lambda(cfg.warmup_steps, cfg.lr_schedule, total_steps, cfg.min_lr_ratio, cfg.decay_fraction)
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
