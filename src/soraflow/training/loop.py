@@ -99,20 +99,20 @@ def warmup_lambda(
     then linear down to ``min_lr_ratio`` at ``total_steps``: a run's weights at the stable rate are
     the constant schedule's, bit for bit, so a decay can start from a constant run's checkpoint."""
     span = total_steps - warmup_steps
-    decay_steps = max(1, round(decay_fraction * span)) if span > 0 else 0
+    decay_steps = max(1, round(decay_fraction * span))  # wsd only; unused when span <= 0
     decay_start = total_steps - decay_steps
 
     def factor(step: int) -> float:
         warm = 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
         if schedule not in ("cosine", "wsd") or step < warmup_steps or span <= 0:
             return warm
-        if schedule == "wsd":
-            if step + 1 <= decay_start:
-                return warm
-            progress = min(1.0, (step + 1 - decay_start) / decay_steps)  # 1 at the last step
-            return 1.0 - (1.0 - min_lr_ratio) * progress
-        progress = min(1.0, (step + 1 - warmup_steps) / span)  # 1 at the last step
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if schedule == "cosine":
+            progress = min(1.0, (step + 1 - warmup_steps) / span)  # 1 at the last step
+            return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if step + 1 <= decay_start:
+            return 1.0  # wsd's stable phase: exactly the constant schedule's factor
+        progress = min(1.0, (step + 1 - decay_start) / decay_steps)  # 1 at the last step
+        return 1.0 - (1.0 - min_lr_ratio) * progress
 
     return factor
 
