@@ -18,6 +18,7 @@ def test_defaults_follow_the_original():
     c = TrainConfig()
     assert (c.lr, c.weight_decay, c.warmup_steps, c.grad_clip) == (2e-5, 0.0, 0, 1.0)
     assert (c.ema_decay, c.caption_dropout, c.ckpt_every) == (0.9999, 0.1, 500)
+    assert c.betas == (0.9, 0.999)
     assert c.resume == "auto" and c.strategy == "ddp" and c.mixed_precision == "auto"
     assert Params().train == c
 
@@ -47,6 +48,9 @@ def test_repository_params_has_a_valid_train_section():
         ("rdzv_endpoint", "host:99999"),
         ("resume", " "),
         ("nproc_per_node", 0),
+        ("betas", [0.9, 1.0]),
+        ("betas", [-0.1, 0.99]),
+        ("betas", [0.9]),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, key, value):

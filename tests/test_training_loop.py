@@ -302,17 +302,30 @@ def test_multi_stage_init_from(tmp_path):
 
     # With the optimizer: AdamW's step count continues; lr comes from the new stage.
     ckpt1 = Path(stage1.final_dir).parent / "checkpoints" / "step-00000004"
-    cfg3 = make_cfg(tmp_path / "s3", steps=2, ckpt_every=2, lr=3e-3, init_from=str(ckpt1), init_optimizer=True)
+    cfg3 = make_cfg(
+        tmp_path / "s3", steps=2, ckpt_every=2, lr=3e-3, betas=(0.8, 0.95), init_from=str(ckpt1), init_optimizer=True
+    )
     _, metrics, _ = run(cfg3)
     state = load_train_state(Path(cfg3.output) / "checkpoints" / "step-00000002")
     assert state["optimizer"]["state"]["out.weight"]["step"].item() == 6
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-3)
+    assert tuple(state["optimizer"]["param_groups"][0]["betas"]) == (0.8, 0.95)
     assert metrics[1]["lr"] == pytest.approx(3e-3)
 
     # A final folder has no optimizer state to take.
     cfg4 = make_cfg(tmp_path / "s4", steps=1, init_from=str(stage1.final_dir), init_optimizer=True)
     with pytest.raises(RuntimeError, match="state.pt"):
         run(cfg4)
+
+
+def test_adam_betas_reach_the_optimizer(tmp_path):
+    default, _, _ = run(make_cfg(tmp_path / "a", steps=3, ckpt_every=3))
+    lower, _, _ = run(make_cfg(tmp_path / "b", steps=3, ckpt_every=3, betas=(0.9, 0.5)))
+    state = load_train_state(Path(tmp_path / "b") / "checkpoints" / "step-00000003")["optimizer"]
+    assert tuple(state["param_groups"][0]["betas"]) == (0.9, 0.5)
+    # Same data and start: AdamW's bias-corrected first step does not depend on beta2, later ones do.
+    w_default, w_lower = load_weights(default.final_dir), load_weights(lower.final_dir)
+    assert any(not torch.allclose(w_default[k], w_lower[k]) for k in w_default)
 
 
 def test_fsdp2_in_one_process(tmp_path):

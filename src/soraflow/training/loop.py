@@ -220,7 +220,9 @@ class _Run:
         # The fused kernel (one pass over all parameters) saves ~8% of a small model's CPU step;
         # FSDP2's sharded DTensor parameters keep the default implementation.
         fused = True if not self.sharded and all(p.device.type in ("cpu", "cuda") for p in params) else None
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+        )
         seed_everything(rank_seed(cfg.seed, ctx.rank, ctx.world_size))
         self.dropout_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 1, ctx.rank, ctx.world_size))
         self.generators = {"caption_dropout": self.dropout_gen, **comp.generators}
@@ -307,6 +309,7 @@ class _Run:
                 group["initial_lr"] = cfg.lr
                 group["lr"] = cfg.lr * factor
                 group["weight_decay"] = cfg.weight_decay
+                group["betas"] = cfg.betas
             self.scheduler.base_lrs = [cfg.lr for _ in self.optimizer.param_groups]
             self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         log.info("initialised from %s (optimizer state: %s)", path, cfg.init_optimizer)
