@@ -40,12 +40,17 @@ class _Cache:
 def _words_encoder(read_direction: bool):
     """Caption states that carry colour and shape (and direction only if ``read_direction``)."""
 
+    def code(word: str) -> float:
+        # The word's first three bytes: distinct for every colour, shape and direction word, the
+        # same in every process (``hash`` of a str is salted per process and could collide).
+        return float(int.from_bytes(word.encode()[:3], "big"))
+
     def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = []
         for c in captions:
             words = c.split()
-            key = [float(hash(words[1]) % 997), float(hash(words[2]) % 991)]
-            key.append(float(hash(words[4]) % 983) if read_direction else 0.0)
+            key = [code(words[1]), code(words[2])]
+            key.append(code(words[4]) if read_direction else 0.0)
             rows.append(key)
         return torch.tensor(rows)[:, None, :], torch.ones(len(captions), 1, dtype=torch.long)
 
