@@ -321,7 +321,7 @@ def test_multi_stage_init_from(tmp_path):
 def test_adam_betas_reach_the_optimizer(tmp_path):
     default, _, _ = run(make_cfg(tmp_path / "a", steps=3, ckpt_every=3))
     lower, _, _ = run(make_cfg(tmp_path / "b", steps=3, ckpt_every=3, betas=(0.9, 0.5)))
-    state = load_train_state(Path(tmp_path / "b") / "checkpoints" / "step-00000003")["optimizer"]
+    state = load_train_state(tmp_path / "b" / "checkpoints" / "step-00000003")["optimizer"]
     assert tuple(state["param_groups"][0]["betas"]) == (0.9, 0.5)
     # Same data and start: AdamW's bias-corrected first step does not depend on beta2, later ones do.
     w_default, w_lower = load_weights(default.final_dir), load_weights(lower.final_dir)

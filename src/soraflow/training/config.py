@@ -8,13 +8,14 @@ in fp32, caption dropout 0.1, a checkpoint every 500 steps); the demo values liv
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from soraflow.config_base import Precision, StrictModel
 
 _ENDPOINT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class TrainConfig(StrictModel):
@@ -30,7 +31,7 @@ class TrainConfig(StrictModel):
     #: AdamW's (beta1, beta2): decay rates of the gradient's running mean and of its running
     #: square (PyTorch's and the original's default 0.9, 0.999). A lower beta2 (0.99, 0.95)
     #: adapts the step size faster, a common choice for transformers trained at a high lr.
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     #: Linear warmup from 0 to ``lr`` over this many steps (0: constant lr, the original).
     warmup_steps: int = Field(0, ge=0)
     #: After the warmup: ``constant`` (the original), ``cosine`` (a half cosine down to
@@ -113,14 +114,6 @@ class TrainConfig(StrictModel):
     prompt_eval_samples: int = Field(1, ge=1, le=64)
     #: Sampler steps for these checks; null = the diffusion config's.
     prompt_eval_sampling_steps: int | None = Field(None, ge=1)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
-        for name, beta in zip(("beta1", "beta2"), v):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{name} = {beta} outside [0, 1)")
-        return v
 
     @field_validator("resume")
     @classmethod
