@@ -108,6 +108,8 @@ def test_captions() -> None:
         {"aspect_ratios": ["16x9"]},
         {"speed_range": [0.03, 0.01]},
         {"pan_speed_range": [0.02, 0.03]},
+        {"speed_range": [0.03, 0.6]},
+        {"object_size_range": [0.5, 0.95]},
         {"min_seconds": 5.0, "max_seconds": 2.0},
         {"fps_choices": []},
         {"workers": 0},
@@ -119,6 +121,12 @@ def test_config_rejects_bad_values(bad) -> None:
     with pytest.raises(ConfigError) as err:
         parse_model(DemoConfig, bad, "params.yaml")
     assert next(iter(bad)) in str(err.value) or "<root>" in str(err.value)
+
+
+def test_objects_may_be_larger_than_half_the_frame() -> None:
+    cfg = parse_model(DemoConfig, {"object_size_range": [0.45, 0.55]}, "params.yaml")
+    sizes = [sc.object_size for m in plan_corpus(cfg).videos for sc in m.scenes]
+    assert min(sizes) >= 0.45 and max(sizes) <= 0.55 and max(sizes) > 0.5
 
 
 def _object_pixels(frame: np.ndarray, color: str) -> np.ndarray:

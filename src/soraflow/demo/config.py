@@ -12,6 +12,13 @@ from soraflow.config_base import StrictModel
 _ASPECT_RE = re.compile(r"^(\d+):(\d+)$")
 
 
+def _ordered_range(v: tuple[float, float], upper: float) -> tuple[float, float]:
+    lo, hi = v
+    if not 0.0 <= lo <= hi <= upper:
+        raise ValueError(f"range {list(v)} must satisfy 0 <= low <= high <= {upper}")
+    return v
+
+
 class DemoConfig(StrictModel):
     """How many files, of which sizes, lengths and kinds of scene.
 
@@ -81,13 +88,15 @@ class DemoConfig(StrictModel):
                 raise ValueError(f"short side {s} must be even and within 32..1080")
         return v
 
-    @field_validator("speed_range", "pan_speed_range", "object_size_range")
+    @field_validator("speed_range", "pan_speed_range")
     @classmethod
-    def _range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = v
-        if not 0.0 <= lo <= hi <= 0.5:
-            raise ValueError(f"range {list(v)} must satisfy 0 <= low <= high <= 0.5")
-        return v
+    def _speed_range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ordered_range(v, 0.5)
+
+    @field_validator("object_size_range")
+    @classmethod
+    def _size_range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ordered_range(v, 0.9)  # a scene's own bound (SceneSpec.object_size)
 
     @field_validator("preset")
     @classmethod
