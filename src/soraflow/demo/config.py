@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from soraflow.config_base import StrictModel
+from soraflow.demo.spec import MAX_OBJECT_SIZE
 
 _ASPECT_RE = re.compile(r"^(\d+):(\d+)$")
-
-
-def _ordered_range(v: tuple[float, float], upper: float) -> tuple[float, float]:
-    lo, hi = v
-    if not 0.0 <= lo <= hi <= upper:
-        raise ValueError(f"range {list(v)} must satisfy 0 <= low <= high <= {upper}")
-    return v
+_Speed = Annotated[float, Field(ge=0.0, le=0.5)]
+_Size = Annotated[float, Field(ge=0.0, le=MAX_OBJECT_SIZE)]
 
 
 class DemoConfig(StrictModel):
@@ -46,10 +42,10 @@ class DemoConfig(StrictModel):
     max_seconds: float = Field(12.0, gt=0.0, le=600.0)
     min_scene_seconds: float = Field(0.5, gt=0.0, le=60.0)
     max_scenes: int = Field(4, ge=1, le=16)
-    speed_range: tuple[float, float] = (0.015, 0.03)
-    pan_speed_range: tuple[float, float] = (0.006, 0.012)
+    speed_range: tuple[_Speed, _Speed] = (0.015, 0.03)
+    pan_speed_range: tuple[_Speed, _Speed] = (0.006, 0.012)
     #: Object size as a fraction of the shorter frame side.
-    object_size_range: tuple[float, float] = (0.25, 0.35)
+    object_size_range: tuple[_Size, _Size] = (0.25, 0.35)
     #: Where a moving object is at a scene's first frame: ``random`` (anywhere along its path) or
     #: ``entry_edge`` (touching the border it moves away from: a "moving right" scene starts
     #: with the object at the left edge). With random starts and wrap-around motion every frame
@@ -88,15 +84,12 @@ class DemoConfig(StrictModel):
                 raise ValueError(f"short side {s} must be even and within 32..1080")
         return v
 
-    @field_validator("speed_range", "pan_speed_range")
+    @field_validator("speed_range", "pan_speed_range", "object_size_range")
     @classmethod
-    def _speed_range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _ordered_range(v, 0.5)
-
-    @field_validator("object_size_range")
-    @classmethod
-    def _size_range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _ordered_range(v, 0.9)  # a scene's own bound (SceneSpec.object_size)
+    def _range_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"range {list(v)} must satisfy low <= high")
+        return v
 
     @field_validator("preset")
     @classmethod

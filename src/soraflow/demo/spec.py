@@ -19,6 +19,9 @@ from soraflow.demo import vocab
 if TYPE_CHECKING:  # keep pydantic out of the render workers' imports
     from soraflow.demo.config import DemoConfig
 
+#: Largest object, as a fraction of the shorter frame side.
+MAX_OBJECT_SIZE = 0.9
+
 
 @dataclass(frozen=True)
 class SceneSpec:
@@ -69,8 +72,8 @@ class SceneSpec:
             raise ValueError(f"unknown text style {self.text_style!r}")
         if bool(self.text) != (self.text_style != "none"):
             raise ValueError("text and text_style must be both set or both empty/'none'")
-        if not 0.0 < self.object_size <= 0.9:
-            raise ValueError(f"object_size {self.object_size} outside (0, 0.9]")
+        if not 0.0 < self.object_size <= MAX_OBJECT_SIZE:
+            raise ValueError(f"object_size {self.object_size} outside (0, {MAX_OBJECT_SIZE}]")
 
     @property
     def static(self) -> bool:
