@@ -456,6 +456,71 @@ def test_augmented_cache_holds_mirrored_and_reversed_windows_with_matching_capti
     assert texts.tolist() == [d, other, other, d]
 
 
+def test_frame_images_cache_single_frames_of_training_videos_in_the_image_bucket(world, encoders, cache, caplog):
+    """features.frame_images_per_clip: every training video is also cached as that many single
+    frames in its resolution's 1-frame bucket (same size, that bucket's batch size, image fps),
+    numbered after the video windows and their variants; video rows and held-out clips unchanged."""
+    from soraflow.buckets.dataset import frame_indices, read_video_frames, resize_crop_to_fill
+    from soraflow.features.augment import cache_variants
+    from soraflow.features.cache import IMAGE_FPS, FeatureCache, _window_seed, build_feature_cache, frame_image_records
+    from soraflow.features.config import AugmentConfig
+
+    per_clip = 2
+    features = world.params.features.model_copy(update={"frame_images_per_clip": per_clip})
+    root = world.root / "features_frame_images"
+    with kept_global_state():
+        summary = build_feature_cache(cache.table, encoders.vae, encoders.text, world.params.buckets, features, root,
+                                      progress=False)
+    full = FeatureCache(root, split=None)
+    index = full.index
+    plain = FeatureCache(cache.root, split=None)
+    videos = cache.table[(cache.table["split"] == "train") & (cache.table["kind"] == "video")
+                         & (cache.table["num_frames"] > 2 * T)]
+    assert len(videos) >= 2
+    frames_of = index[(index["bucket_num_frames"] == 1) & (index["source_num_frames"] > 1)]
+    assert sorted(frames_of["id"].unique()) == sorted(videos["id"]), "one set of frames per training video, none held out"
+    assert summary.rows == plain.index.shape[0] + per_clip * len(videos) == len(index)
+    assert index["sample_id"].is_unique
+    for clip_id, rows in frames_of.groupby("id"):
+        assert sorted(rows["window"]) == [WINDOWS + j for j in range(per_clip)], clip_id
+        assert set(rows["augment"]) == {""} and set(rows["fps"]) == {IMAGE_FPS}
+        assert set(rows["bucket_batch_size"]) == {4}  # buckets.bucket_config 32px {1: [1.0, 4]}
+        assert set(rows["text"]) == {videos.set_index("id").loc[clip_id, "text"]}
+    # every other row is the plain cache's, latent for latent
+    others = index.drop(frames_of.index).sort_values("sample_id")
+    ref = plain.index.sort_values("sample_id")
+    assert others["sample_id"].tolist() == ref["sample_id"].tolist()
+    torch.testing.assert_close(full.batch(others.index[:3].tolist())["latents"], plain.batch(ref.index[:3].tolist())["latents"])
+
+    # a frame image is the VAE's encoding of the frame its window's seed draws from the video
+    row = frames_of.iloc[0]
+    rng = np.random.default_rng(_window_seed(features.seed, str(row["id"]), int(row["window"])))
+    total = int(videos.set_index("id").loc[row["id"], "num_frames"])
+    frame = read_video_frames(row["path"], frame_indices(total, 1, world.params.buckets.frame_interval, rng))
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(0, 3, 1, 2).float()
+    x = (resize_crop_to_fill(x, H, W) / 127.5 - 1.0).permute(1, 0, 2, 3)
+    lat = full.batch([int(frames_of.index[0])])["latents"][0]
+    assert lat.shape[1] == 1
+    torch.testing.assert_close(lat, encoders.vae.encode(x[None])[0], **LATENT_TOL)
+    other = frames_of[(frames_of["id"] == row["id"]) & (frames_of["window"] != row["window"])].index[0]
+    assert (full.batch([int(other)])["latents"][0] - lat).abs().max() > 1e-2  # two different frames
+
+    # with augmentation the frames come after every variant's windows, and are not augmented
+    assert len(cache_variants(AugmentConfig(hflip=True))) == 2
+    kept = cache.table.assign(bucket_resolution="32px", bucket_num_frames=8, bucket_height=H, bucket_width=W,
+                              bucket_aspect_ratio=1.0, bucket_batch_size=4)
+    records = frame_image_records(kept[kept["id"].isin(videos["id"])], world.params.buckets, 1)
+    assert len(records) == len(videos) and {r["bucket_num_frames"] for r in records} == {1}
+    assert {r["bucket_batch_size"] for r in records} == {4}
+
+    # a resolution without an enabled 1-frame bucket gets no frame images, and says so
+    no_images = world.params.buckets.model_copy(update={"bucket_config": {"32px": {1: (0.0, None), 8: (1.0, 4)}}})
+    with caplog.at_level(logging.WARNING, logger="soraflow.features.cache"):
+        assert frame_image_records(kept, no_images, 2) == []
+    assert "no enabled 1-frame bucket" in caplog.text and "32px" in caplog.text
+    assert frame_image_records(kept, world.params.buckets, 0) == []
+
+
 # ----------------------------------------------------------------------------- 2. the real builder
 
 

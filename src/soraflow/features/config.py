@@ -28,6 +28,11 @@ class FeaturesConfig(StrictModel):
     output: str = "data/features"
     # Random windows (start frames) encoded per clip: more windows, more augmentation, more disk.
     windows_per_clip: int = Field(2, ge=1, le=64)
+    # Single frames of each training video also cached as images, in the 1-frame bucket of the
+    # video's resolution (the same height and width, that bucket's batch size): image-video joint
+    # training from the videos themselves. An image step costs about 1/T of a T-frame step and shows
+    # a batch of independent objects. 0: videos train as videos only (the original).
+    frame_images_per_clip: int = Field(0, ge=0, le=64)
     # Latest source frame a window may start at (null: anywhere in the clip). Small values keep
     # windows at the start of their scene, where the demo corpus with `object_start: entry_edge`
     # shows the direction of motion in the object's position.
