@@ -30,8 +30,9 @@ class FeaturesConfig(StrictModel):
     windows_per_clip: int = Field(2, ge=1, le=64)
     # Single frames of each training video also cached as images, in the 1-frame bucket of the
     # video's resolution (the same height and width, that bucket's batch size): image-video joint
-    # training from the videos themselves. An image step costs about 1/T of a T-frame step and shows
-    # a batch of independent objects. 0: videos train as videos only (the original).
+    # training from the videos themselves: an image step holds 1/T of a T-frame step's tokens and a
+    # batch of independent objects (on the demo CPU it still took ~0.6 of a video step: the optimizer,
+    # EMA and all-reduce do not shrink). 0: videos train as videos only (the original).
     frame_images_per_clip: int = Field(0, ge=0, le=64)
     # Latest source frame a window may start at (null: anywhere in the clip). Small values keep
     # windows at the start of their scene, where the demo corpus with `object_start: entry_edge`
