@@ -505,7 +505,8 @@ def test_frame_images_cache_single_frames_of_training_videos_in_the_image_bucket
     other = frames_of[(frames_of["id"] == row["id"]) & (frames_of["window"] != row["window"])].index[0]
     assert (full.batch([int(other)])["latents"][0] - lat).abs().max() > 1e-2  # two different frames
 
-    # with augmentation the frames come after every variant's windows, and are not augmented
+    # frame_image_records on an assigned table: every training video once, in the 1-frame bucket
+    # with that bucket's batch size (the build above numbers their frames after the video windows)
     assert len(cache_variants(AugmentConfig(hflip=True))) == 2
     kept = cache.table.assign(bucket_resolution="32px", bucket_num_frames=8, bucket_height=H, bucket_width=W,
                               bucket_aspect_ratio=1.0, bucket_batch_size=4)

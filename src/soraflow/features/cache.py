@@ -90,23 +90,18 @@ def frame_image_records(kept: pd.DataFrame, buckets: BucketsConfig, per_clip: in
     if per_clip == 0:
         return []
     videos = kept[(kept["split"] == "train") & (kept["bucket_num_frames"] > 1)]
-    image_batch = {
-        res: int(frames[1][1])
-        for res, frames in buckets.bucket_config.items()
-        if 1 in frames and frames[1][0] > 0 and frames[1][1]
-    }
-    without = sorted(set(videos["bucket_resolution"].astype(str)) - set(image_batch))
+    # An enabled bucket always has a batch size (the config checks it).
+    image_batch = {res: frames[1][1] for res, frames in buckets.bucket_config.items() if frames.get(1, (0.0, None))[0] > 0}
+    resolution = videos["bucket_resolution"].astype(str)
+    without = sorted(set(resolution) - set(image_batch))
     if without:
         log.warning(
             "features.frame_images_per_clip: resolution(s) %s have no enabled 1-frame bucket in "
             "buckets.bucket_config; their videos get no frame images",
             ", ".join(without),
         )
-    videos = videos[videos["bucket_resolution"].astype(str).isin(image_batch)]
-    out = []
-    for rec in videos.to_dict("records"):
-        res = str(rec["bucket_resolution"])
-        out.append(dict(rec, bucket_num_frames=1, bucket_batch_size=image_batch[res]))
+    keep = resolution.isin(image_batch)
+    out = videos[keep].assign(bucket_num_frames=1, bucket_batch_size=resolution[keep].map(image_batch)).to_dict("records")
     if out:
         log.info("caching %d frame(s) of each of %d training videos as images", per_clip, len(out))
     return out
@@ -146,14 +141,22 @@ def build_feature_cache(
 
     train_variants = cache_variants(config.augment)
 
-    def variants_of(rec: dict[str, Any]) -> list[Variant]:
-        return train_variants if rec["split"] == "train" and rec.get("_window_base", 0) == 0 else [Variant()]
-
-    videos = [dict(rec, _windows=config.windows_per_clip, _window_base=0) for rec in kept.to_dict("records")]
+    table = kept.assign(_frame_image=False)
     images = frame_image_records(kept, buckets, config.frame_images_per_clip)
+    if images:
+        table = pd.concat([table, pd.DataFrame(images).assign(_frame_image=True)], ignore_index=True)
     # Frame images number their windows after every video window (and its variants) of the clip.
     image_base = config.windows_per_clip * len(train_variants)
-    records = videos + [dict(rec, _windows=config.frame_images_per_clip, _window_base=image_base) for rec in images]
+
+    def variants_of(rec: dict[str, Any]) -> list[Variant]:
+        return train_variants if rec["split"] == "train" and not rec["_frame_image"] else [Variant()]
+
+    def windows_of(rec: dict[str, Any]) -> range:
+        if rec["_frame_image"]:
+            return range(image_base, image_base + config.frame_images_per_clip)
+        return range(config.windows_per_clip)
+
+    records = table.to_dict("records")
     captions = sorted({variant_caption(str(rec["text"]), v, config.augment) for rec in records for v in variants_of(rec)})
     cap_index = {c: i for i, c in enumerate(captions)}
     embs, masks = [], []
@@ -164,8 +167,8 @@ def build_feature_cache(
     save_file({"emb": torch.cat(embs).contiguous(), "mask": torch.cat(masks).contiguous()}, str(tmp / CAPTIONS_FILE))
 
     rows: list[dict[str, Any]] = []
-    groups = pd.DataFrame(records).groupby(["bucket_resolution", "bucket_num_frames", "bucket_height", "bucket_width"], observed=True)
-    n_jobs = sum(len(variants_of(rec)) * rec["_windows"] for rec in records)
+    groups = table.groupby(["bucket_resolution", "bucket_num_frames", "bucket_height", "bucket_width"], observed=True)
+    n_jobs = sum(len(variants_of(rec)) * len(windows_of(rec)) for rec in records)
     bar = tqdm(total=n_jobs, desc="features", disable=not progress, mininterval=1.0)
     shards = 0
     for (res, t, h, w), group in groups:
@@ -189,11 +192,11 @@ def build_feature_cache(
             shards += 1
 
         # A variant of window w is cached as window w + k * windows_per_clip (k = variant number),
-        # from the same frames as window w; frame images follow as windows image_base + j.
+        # from the same frames as window w; frame images (one variant) are windows image_base + j.
         jobs = [
-            (rec, rec["_window_base"] + wdx, k, variant)
+            (rec, wdx, k, variant)
             for rec in group.to_dict("records")
-            for wdx in range(rec["_windows"])
+            for wdx in windows_of(rec)
             for k, variant in enumerate(variants_of(rec))
         ]
         for j in range(0, len(jobs), config.encode_batch):
@@ -213,7 +216,7 @@ def build_feature_cache(
                 pending_rows.append(
                     {
                         "id": rec["id"],
-                        "window": wdx + k * rec["_windows"],
+                        "window": wdx + k * config.windows_per_clip,
                         "augment": variant.name,
                         "text": text,
                         "caption_index": cap_index[text],
