@@ -105,6 +105,59 @@ def test_scale_one_skips_unconditional_pass(tiny):
     assert spy.calls[0]["x"].shape[0] == 2
 
 
+def test_guidance_interval_guides_only_inside_its_noise_band(tiny):
+    spy = Spy(tiny)
+    kw = kwargs(2)
+    x = torch.randn(2, 4, 3, 4, 4)
+    y_null, m_null = tiny.null_caption(2)
+    den = GuidedDenoiser(spy, kw, guidance_scale=5.0, latent_channels=4, interval=(0.2, 0.6), num_timesteps=1000)
+    with torch.no_grad():
+        def cond_at(t):
+            return tiny(x, t, kw["y"], kw["mask"], height=64, width=64)
+
+        def guided_at(t):
+            return combine_cfg(cond_at(t), tiny(x, t, y_null, m_null, height=64, width=64), 5.0, 4)
+
+        for tv, inside in ((900, False), (600, True), (400, True), (200, True), (100, False)):
+            spy.calls.clear()
+            t = torch.tensor([tv, tv])
+            out = den(x, t, None)
+            (call,) = spy.calls
+            assert call["x"].shape[0] == (4 if inside else 2), tv  # outside the band: one undoubled call
+            torch.testing.assert_close(out, guided_at(t) if inside else cond_at(t), rtol=1e-4, atol=1e-5)
+        spy.calls.clear()
+        t = torch.tensor([500, 800])  # samples at different levels: each gets its own rule
+        out = den(x, t, None)
+        torch.testing.assert_close(out[:1], guided_at(t)[:1], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[1:], cond_at(t)[1:], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="low < high"):
+        GuidedDenoiser(spy, kw, guidance_scale=5.0, latent_channels=4, interval=(0.6, 0.2))
+    with pytest.raises(ValueError, match="guidance_interval"):
+        DiffusionConfig(guidance_interval=(0.0, 1.5))
+
+
+@pytest.mark.parametrize("kind", ["iddpm", "rflow"])
+def test_samplers_apply_the_configured_guidance_interval(tiny, kind):
+    """A band covering every step samples as plain guidance; an empty share of steps changes the result."""
+    shape = (2, 4, 3, 4, 4)
+
+    def run(interval, scale=5.0):
+        d = build_diffusion(DiffusionConfig(type=kind, guidance_interval=interval, guidance_scale=scale))
+        spy = Spy(tiny)
+        out = d.sample(spy, shape, kwargs(2), steps=6, generator=torch.Generator().manual_seed(3))
+        return out, [c["x"].shape[0] for c in spy.calls]
+
+    full, sizes_full = run(None)
+    everywhere, _ = run((0.0, 1.0))
+    torch.testing.assert_close(everywhere, full)
+    assert set(sizes_full) == {4}
+    high_only, sizes = run((0.5, 1.0))
+    assert 4 in sizes and 2 in sizes  # the low-noise steps take the conditional pass alone
+    assert not torch.allclose(high_only, full)
+    no_guidance, _ = run(None, scale=1.0)
+    assert not torch.allclose(high_only, no_guidance)
+
+
 @pytest.mark.parametrize(("kind", "sampler"), SAMPLERS)
 def test_sampling_is_reproducible_and_runs_end_to_end(tiny, kind, sampler):
     d = build_diffusion(DiffusionConfig(type=kind))

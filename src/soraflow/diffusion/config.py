@@ -71,6 +71,9 @@ class DiffusionConfig(StrictModel):
     guidance_scale: float = Field(7.0, ge=0.0, le=100.0)
     #: Guide only the first N latent channels (Open-Sora 1.1 used 3 of 4); ``null`` = all.
     cfg_channels: int | None = Field(None, ge=1)
+    #: Guide only where the timestep, as a fraction of ``num_timesteps`` (1 = pure noise), is in
+    #: ``[low, high]``; elsewhere the conditional prediction alone (one model call). ``null`` = every step.
+    guidance_interval: tuple[float, float] | None = None
     rflow: RFlowConfig = RFlowConfig()
 
     @model_validator(mode="after")
@@ -82,6 +85,8 @@ class DiffusionConfig(StrictModel):
                 f"sampler {self.sampler!r} does not work with type {self.type!r}; "
                 f"choose one of {list(SAMPLERS_BY_TYPE[self.type])} or null"
             )
+        if self.guidance_interval is not None and not 0.0 <= self.guidance_interval[0] < self.guidance_interval[1] <= 1.0:
+            raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1, got {list(self.guidance_interval)}")
         if self.sampling_steps is not None and self.sampling_steps > self.num_timesteps:
             raise ValueError(
                 f"sampling_steps ({self.sampling_steps}) cannot exceed num_timesteps ({self.num_timesteps})"

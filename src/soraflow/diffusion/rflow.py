@@ -196,6 +196,8 @@ class RectifiedFlow:
             y_null=y_null,
             mask_null=mask_null,
             cfg_channels=cfg_channels if cfg_channels is not None else self.config.cfg_channels,
+            interval=self.config.guidance_interval,
+            num_timesteps=self.num_timesteps,
         )
         timesteps = self.sampling_timesteps(steps, kwargs, batch, frames, device)
         cond = FrameConditioner(None if x_cond is None else x_cond.to(device).float(), x_mask, steps)
