@@ -30,6 +30,12 @@ SAMPLERS_BY_TYPE: dict[str, tuple[str, ...]] = {
 DEFAULT_STEPS: dict[str, int] = {"iddpm": 100, "dpm-solver": 20, "euler": 30}
 
 
+def check_guidance_interval(interval: tuple[float, float] | None) -> None:
+    """Raise unless ``interval`` is None or ``(low, high)`` with ``0 <= low < high <= 1``."""
+    if interval is not None and not 0.0 <= interval[0] < interval[1] <= 1.0:
+        raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1, got {list(interval)}")
+
+
 class RFlowConfig(StrictModel):
     """Rectified-flow options (used only when ``diffusion.type`` is ``rflow``)."""
 
@@ -85,8 +91,7 @@ class DiffusionConfig(StrictModel):
                 f"sampler {self.sampler!r} does not work with type {self.type!r}; "
                 f"choose one of {list(SAMPLERS_BY_TYPE[self.type])} or null"
             )
-        if self.guidance_interval is not None and not 0.0 <= self.guidance_interval[0] < self.guidance_interval[1] <= 1.0:
-            raise ValueError(f"guidance_interval must satisfy 0 <= low < high <= 1, got {list(self.guidance_interval)}")
+        check_guidance_interval(self.guidance_interval)
         if self.sampling_steps is not None and self.sampling_steps > self.num_timesteps:
             raise ValueError(
                 f"sampling_steps ({self.sampling_steps}) cannot exceed num_timesteps ({self.num_timesteps})"

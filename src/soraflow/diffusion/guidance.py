@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from soraflow.diffusion.config import check_guidance_interval
+
 
 def combine_cfg(cond: Tensor, uncond: Tensor, scale: float, channels: int) -> Tensor:
     """``cond`` with its first ``channels`` channels replaced by ``uncond + scale * (cond - uncond)``."""
@@ -113,8 +115,7 @@ class GuidedDenoiser:
         if self.channels > latent_channels:
             raise ValueError(f"cfg_channels ({cfg_channels}) exceeds the {latent_channels} latent channels")
         self.guided = self.scale != 1.0
-        if interval is not None and not 0.0 <= interval[0] < interval[1] <= 1.0:
-            raise ValueError(f"guidance interval must satisfy 0 <= low < high <= 1, got {tuple(interval)}")
+        check_guidance_interval(interval)
         self.interval = None if interval is None else (float(interval[0]) * num_timesteps, float(interval[1]) * num_timesteps)
         self.cond_kwargs = self.kwargs = dict(model_kwargs)
         if self.guided:
@@ -123,25 +124,20 @@ class GuidedDenoiser:
                 y_null, mask_null = null_caption_for(model, y.shape[0], y)
             self.kwargs = double_kwargs(model_kwargs, y_null.to(device=y.device, dtype=y.dtype), mask_null)
 
-    def in_interval(self, t: Tensor) -> Tensor:
-        """[B] bool: which samples are guided at timesteps ``t``."""
-        if not self.guided:
-            return torch.zeros(t.shape, dtype=torch.bool, device=t.device)
-        if self.interval is None:
-            return torch.ones(t.shape, dtype=torch.bool, device=t.device)
-        t = t.float()
-        return (t >= self.interval[0]) & (t <= self.interval[1])
-
     def __call__(self, x: Tensor, t: Tensor, x_mask: Tensor | None = None) -> Tensor:
-        guide = self.in_interval(t)
-        if not bool(guide.any()):
-            return self.model(x, t, x_mask=x_mask, **self.cond_kwargs).float()
+        if not self.guided:
+            return self.model(x, t, x_mask=x_mask, **self.kwargs).float()
+        guide = None
+        if self.interval is not None:  # [B] bool: which samples are guided at their timestep
+            guide = (t.float() >= self.interval[0]) & (t.float() <= self.interval[1])
+            if not bool(guide.any()):
+                return self.model(x, t, x_mask=x_mask, **self.cond_kwargs).float()
         x2 = torch.cat([x, x], 0)
         t2 = torch.cat([t, t], 0)
         m2 = None if x_mask is None else torch.cat([x_mask, x_mask], 0)
         out = self.model(x2, t2, x_mask=m2, **self.kwargs).float()
         cond, uncond = out.chunk(2, dim=0)
         guided = combine_cfg(cond, uncond, self.scale, self.channels)
-        if bool(guide.all()):
+        if guide is None or bool(guide.all()):
             return guided
         return torch.where(guide.reshape(-1, *([1] * (cond.dim() - 1))), guided, cond)
