@@ -13,7 +13,7 @@ ENV PYTHONUNBUFFERED=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git make libgl1 libglib2.0-0 fonts-dejavu-core \
+    && apt-get install -y --no-install-recommends git make g++ libgl1 libglib2.0-0 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

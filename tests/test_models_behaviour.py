@@ -432,6 +432,32 @@ def test_compiled_blocks_match_eager_under_bf16_autocast():
     torch._dynamo.reset()
 
 
+def test_compiled_blocks_all_take_fp32_tokens_under_bf16_autocast():
+    """Eager, block 0 takes the embedding's bf16 tokens and the others the fp32 residual stream;
+    after `compile_blocks` every block takes fp32, so each latent shape compiles one graph, not
+    two (the blocks run eagerly here, under the force_eager stance: no compiling in this test)."""
+    model = tiny_model().train()
+    seen: list[torch.dtype] = []
+    for block in model.blocks:
+        block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].dtype))
+    x, t, y, kw = inputs(frames=4, height=8, width=8)
+
+    def block_dtypes() -> list[torch.dtype]:
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, t, y, **kw)
+        assert out.dtype == torch.float32
+        return list(seen)
+
+    assert block_dtypes() == [torch.bfloat16] + [torch.float32] * (len(model.blocks) - 1)
+    model.compile_blocks()
+    with torch.compiler.set_stance("force_eager"):
+        assert block_dtypes() == [torch.float32] * len(model.blocks)
+        seen.clear()
+        model(x, t, y, **kw)  # fp32 without autocast, as before
+        assert seen == [torch.float32] * len(model.blocks)
+
+
 def test_pick_layout_keeps_plain_matmuls_unless_a_transposed_one_is_much_faster():
     assert ops.pick_layout(1.0, 0.95, 0.9) == "NN"  # AVX512-BF16: every layout about as fast
     assert ops.pick_layout(10.0, 1.0, 2.0) == "TN"  # AVX2: plain bf16 matmuls ~10x slower

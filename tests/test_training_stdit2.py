@@ -24,7 +24,7 @@ from soraflow.masks import MaskGenerator  # noqa: E402
 from soraflow.training.checkpoint import load_weights  # noqa: E402
 from soraflow.training.components import Components, drop_captions  # noqa: E402
 from soraflow.training.config import TrainConfig  # noqa: E402
-from soraflow.training.loop import train  # noqa: E402
+from soraflow.training.loop import compile_model, train  # noqa: E402
 from soraflow.training.rng import capture_rng, restore_rng, seed_everything  # noqa: E402
 
 CAPTION_CHANNELS, TOKENS = 16, 8
@@ -168,3 +168,24 @@ def test_compiled_training_matches_eager(tmp_path):
     for name in ("model.safetensors", "ema.safetensors"):
         assert load_weights(eager.final_dir, name).keys() == load_weights(compiled.final_dir, name).keys(), name
     assert_folder_runs(compiled.final_dir)
+
+
+def test_compile_without_a_cpp_compiler_trains_eager(monkeypatch, caplog):
+    """`train.compile` on a CPU machine without a C++ toolchain (inductor writes C++ kernels):
+    the model stays eager and a warning says why, instead of the first step failing."""
+    import torch._inductor.cpp_builder as cpp_builder
+    from models_helpers import tiny_model
+
+    def no_compiler() -> str:
+        raise cpp_builder.exc.InvalidCxxCompiler()
+
+    model = tiny_model()
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    with caplog.at_level("WARNING", logger="soraflow.training.loop"):
+        assert compile_model(model, device=torch.device("cpu")) is False
+    assert "no working C++ compiler" in caplog.text
+    assert all(block._compiled_call_impl is None for block in model.blocks)
+    assert not model.fp32_residual
+    monkeypatch.undo()
+    assert compile_model(model, device=torch.device("cpu")) is True  # lazy: nothing compiles until a call
+    assert all(block._compiled_call_impl is not None for block in model.blocks)

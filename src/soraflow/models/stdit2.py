@@ -193,6 +193,8 @@ class STDiT2(nn.Module):
         self.fl_embedder = TimestepEmbedder(c)
         self.fps_embedder = TimestepEmbedder(c)
         self.grad_checkpointing = config.grad_checkpointing
+        #: Start the residual stream in fp32 under autocast (set by :meth:`compile_blocks`).
+        self.fp32_residual = False
         self.initialize_weights()
 
     # ------------------------------------------------------------------ properties
@@ -234,7 +236,13 @@ class STDiT2(nn.Module):
     def compile_blocks(self, **kwargs: object) -> None:
         """``torch.compile`` every block in place (fuses the elementwise work around the matmuls;
         state-dict keys unchanged). Identical blocks share the compiled code; a new latent
-        shape recompiles. Off by default: compiling takes minutes on a small CPU."""
+        shape recompiles. Off by default: compiling takes minutes on a small CPU.
+
+        Under autocast the residual stream then starts in fp32: the embedding gives bf16 tokens
+        but every block's gated residual add returns fp32 (the gates are fp32), so block 0 would
+        otherwise see another input dtype than the others and every graph would compile twice
+        (demo: 4 graphs instead of 8). Eager models keep the bf16 start, as measured before."""
+        self.fp32_residual = True
         for block in self.blocks:
             block.compile(**kwargs)
 
@@ -328,6 +336,8 @@ class STDiT2(nn.Module):
         scale = torch.sqrt(height_t * width_t) / self.config.base_pixel_size
         pos = sincos_2d_position(nh, nw, c, scale, base_size=round(s**0.5))
         tokens = tokens + pos.to(tokens.dtype)[:, None]
+        if self.fp32_residual and torch.is_autocast_enabled(device.type):
+            tokens = tokens.float()
         if self.config.temporal_position:  # frame index, the same for every token of a frame
             frame_pos = timestep_embedding(torch.arange(nt, device=device, dtype=torch.float32), c)
             tokens = tokens + frame_pos.to(tokens.dtype)[None, :, None, :]

@@ -135,15 +135,33 @@ def set_determinism(enabled: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def compile_model(model: nn.Module, mode: str | None = None) -> None:
+def compile_model(model: nn.Module, mode: str | None = None, device: torch.device | None = None) -> bool:
     """``torch.compile`` in place, keeping parameter names (checkpoints and the EMA are unchanged):
-    block by block when the model offers ``compile_blocks`` (STDiT2), else the whole module."""
+    block by block when the model offers ``compile_blocks`` (STDiT2), else the whole module.
+
+    On a CPU, inductor writes C++ kernels: without a working C++ compiler the model stays eager
+    (a warning says so) instead of failing at the first step. Returns whether it compiled."""
+    if device is None or device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as exc:  # noqa: BLE001 - InvalidCxxCompiler and whatever a broken toolchain raises
+            log.warning("train.compile: no working C++ compiler for torch.compile (%s); training eager", exc)
+            return False
     kwargs = {"mode": mode} if mode else {}
     if callable(getattr(model, "compile_blocks", None)):
         model.compile_blocks(**kwargs)
     else:
         model.compile(**kwargs)
     log.info("model compiled with torch.compile%s", f" (mode {mode})" if mode else "")
+    return True
+
+
+def eager_stance(compiled: bool) -> contextlib.AbstractContextManager[Any]:
+    """Run a compiled model eagerly inside the block: the prompt checks sample without gradients
+    at other batch sizes, which would otherwise compile a second set of graphs for a few calls."""
+    return torch.compiler.set_stance("force_eager") if compiled else contextlib.nullcontext()
 
 
 def enable_grad_checkpointing(model: nn.Module) -> bool:
@@ -206,8 +224,7 @@ class _Run:
         if cfg.grad_checkpointing:
             enable_grad_checkpointing(model)
         model.train()
-        if cfg.compile:
-            compile_model(model, cfg.compile_mode)
+        self.compiled = cfg.compile and compile_model(model, cfg.compile_mode, ctx.device)
         self.local_sgd = cfg.average_every > 1 and ctx.distributed
         self.model = wrap_model(
             model, cfg.strategy, ctx, broadcast_buffers=cfg.broadcast_buffers, local_sgd=self.local_sgd
@@ -475,7 +492,8 @@ class _Run:
                     last = metrics.window_metrics(lr=lr, grad_norm=grad_norm, epoch=self.stream.epoch)
                     if eval_due and self.comp.evaluate is not None and (ctx.is_main or self.comp.evaluate_on_all_ranks):
                         t_eval = time.perf_counter()
-                        measured = self.comp.evaluate(self.step, self.inner)
+                        with eager_stance(self.compiled):
+                            measured = self.comp.evaluate(self.step, self.inner)
                         metrics.exclude_time(time.perf_counter() - t_eval)  # keeps samples/s a training figure
                         if ctx.is_main:
                             last.update(measured)
