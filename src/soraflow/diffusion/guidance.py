@@ -129,7 +129,8 @@ class GuidedDenoiser:
             return self.model(x, t, x_mask=x_mask, **self.kwargs).float()
         guide = None
         if self.interval is not None:  # [B] bool: which samples are guided at their timestep
-            guide = (t.float() >= self.interval[0]) & (t.float() <= self.interval[1])
+            tf = t.float()
+            guide = (tf >= self.interval[0]) & (tf <= self.interval[1])
             if not bool(guide.any()):
                 return self.model(x, t, x_mask=x_mask, **self.cond_kwargs).float()
         x2 = torch.cat([x, x], 0)
