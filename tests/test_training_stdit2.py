@@ -189,3 +189,25 @@ def test_compile_without_a_cpp_compiler_trains_eager(monkeypatch, caplog):
     monkeypatch.undo()
     assert compile_model(model, device=torch.device("cpu")) is True  # lazy: nothing compiles until a call
     assert all(block._compiled_call_impl is not None for block in model.blocks)
+
+
+@pytest.mark.parametrize("dynamic", [None, True, False])
+def test_compile_dynamic_reaches_every_block(monkeypatch, dynamic):
+    """`train.compile_dynamic` is handed to torch.compile for every block; null leaves
+    PyTorch's default (automatic dynamic shapes after a recompile) untouched."""
+    from models_helpers import tiny_model
+
+    seen: list[dict] = []
+    real_compile = torch.compile
+
+    def recording_compile(fn, **kwargs):
+        seen.append(kwargs)
+        return real_compile(fn, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    model = tiny_model()
+    cfg = TrainConfig.model_validate({"compile": True, "compile_dynamic": dynamic})
+    assert compile_model(model, device=torch.device("cpu"), dynamic=cfg.compile_dynamic) is True
+    assert len(seen) == len(model.blocks)
+    for kwargs in seen:
+        assert kwargs.get("dynamic", "unset") == ("unset" if dynamic is None else dynamic)

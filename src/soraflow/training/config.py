@@ -57,6 +57,10 @@ class TrainConfig(StrictModel):
     compile: bool = False
     #: ``torch.compile`` mode with ``compile`` (null: PyTorch's default).
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    #: ``torch.compile``'s ``dynamic`` with ``compile``: null (PyTorch's default) compiles the first
+    #: latent shape static and recompiles with the changed dims dynamic; true compiles shape-generic
+    #: graphs from the start; false one static graph per shape.
+    compile_dynamic: bool | None = None
     seed: int = Field(42, ge=0, le=2**31 - 1)
     ckpt_every: int = Field(500, ge=1)
     #: Complete checkpoints kept on disk (older ones are deleted); 0 keeps all.

@@ -135,7 +135,9 @@ def set_determinism(enabled: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def compile_model(model: nn.Module, mode: str | None = None, device: torch.device | None = None) -> bool:
+def compile_model(
+    model: nn.Module, mode: str | None = None, device: torch.device | None = None, dynamic: bool | None = None
+) -> bool:
     """``torch.compile`` in place, keeping parameter names (checkpoints and the EMA are unchanged):
     block by block when the model offers ``compile_blocks`` (STDiT2), else the whole module.
 
@@ -149,7 +151,9 @@ def compile_model(model: nn.Module, mode: str | None = None, device: torch.devic
         except Exception as exc:  # noqa: BLE001 - InvalidCxxCompiler and whatever a broken toolchain raises
             log.warning("train.compile: no working C++ compiler for torch.compile (%s); training eager", exc)
             return False
-    kwargs = {"mode": mode} if mode else {}
+    kwargs: dict[str, Any] = {"mode": mode} if mode else {}
+    if dynamic is not None:
+        kwargs["dynamic"] = dynamic
     if callable(getattr(model, "compile_blocks", None)):
         model.compile_blocks(**kwargs)
     else:
@@ -224,7 +228,7 @@ class _Run:
         if cfg.grad_checkpointing:
             enable_grad_checkpointing(model)
         model.train()
-        self.compiled = cfg.compile and compile_model(model, cfg.compile_mode, ctx.device)
+        self.compiled = cfg.compile and compile_model(model, cfg.compile_mode, ctx.device, cfg.compile_dynamic)
         self.local_sgd = cfg.average_every > 1 and ctx.distributed
         self.model = wrap_model(
             model, cfg.strategy, ctx, broadcast_buffers=cfg.broadcast_buffers, local_sgd=self.local_sgd
