@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soraflow.models.ops import Linear, modulate, modulated_linear
+from soraflow.models.ops import GELUTanh, Linear, modulate, modulated_linear
 from soraflow.models.qk_heads import qkv_heads, rotate_pairs
 
 __all__ = [
@@ -142,7 +142,7 @@ class CaptionEmbedder(nn.Module):
     def __init__(self, in_channels: int, hidden_size: int, max_length: int) -> None:
         super().__init__()
         self.fc1 = Linear(in_channels, hidden_size)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = GELUTanh()
         self.fc2 = Linear(hidden_size, hidden_size)
         self.register_buffer("null_embedding", torch.randn(max_length, in_channels) / in_channels**0.5)
 
@@ -322,7 +322,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = GELUTanh()
         self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ The maths is unchanged in every path; tests compare the paths with each other.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 
@@ -29,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Linear", "gated_residual", "linear", "lowp_cpu_dtype", "modulate", "modulated_linear"]
+__all__ = [
+    "GELUTanh", "Linear", "gated_residual", "gelu_tanh", "linear", "lowp_cpu_dtype", "modulate", "modulated_linear",
+]
 
 _LOWP = (torch.bfloat16, torch.float16)
 
@@ -146,6 +149,31 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)
+
+
+#: 0.5 * (1 + tanh(u)) = sigmoid(2u), with u = sqrt(2 / pi) * (x + 0.044715 x^3)
+_GELU_SIGMOID_SCALE = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    """GELU with the tanh approximation (DiT's and Open-Sora's MLP activation).
+
+    Eager: aten's fused kernel. Compiled: the same function written as ``x * sigmoid(2u)``,
+    since ``0.5 (1 + tanh u) = sigmoid(2u)``: inductor's CPU kernels then call ``exp`` instead of
+    Sleef's ``tanhf``, which took 8% of a compiled demo step (py-spy); a compiled 144 -> 576 -> 144
+    MLP's bf16 forward+backward on 1024 tokens, 1 thread: 3.5 ms against 4.7-4.9 ms (eager, where
+    the extra passes cost more than tanh: 7.1 against 4.6 ms, keeps aten's kernel). Equal to fp32
+    rounding (values within 5e-7, gradients within 3e-6, for 10^5 draws of 4 N(0, 1))."""
+    if torch.compiler.is_compiling():
+        return x * torch.sigmoid(_GELU_SIGMOID_SCALE * (x + 0.044715 * x * x * x))
+    return F.gelu(x, approximate="tanh")
+
+
+class GELUTanh(nn.Module):
+    """``nn.GELU(approximate="tanh")`` through :func:`gelu_tanh` (no parameters: same state dict)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gelu_tanh(x)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
