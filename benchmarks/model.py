@@ -151,6 +151,18 @@ def _strided(spec: tuple, device: torch.device) -> torch.Tensor:
     return torch.randn(max(extent, 1), device=device).to(dtype).as_strided(shape, stride)
 
 
+def print_profile(step, device: torch.device, rows: int) -> None:
+    """One more step under ``torch.profiler``: the ``rows`` ops/kernels with the most self time
+    on the device (CUDA) or the CPU, printed to stderr (stdout stays one JSON line per run)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60), file=sys.stderr)
+
+
 def run(
     config: STDiT2Config,
     latent: tuple[int, int, int],
@@ -164,6 +176,7 @@ def run(
     compile_mode: str | None = None,
     bf16_params: bool = False,
     ceiling: bool = False,
+    profile_rows: int = 0,
 ) -> dict:
     dtype = DTYPES[dtype_name]
     if bf16_params and dtype != torch.bfloat16:
@@ -258,9 +271,12 @@ def run(
         "mfu_cpu_time": flops / min(cpu_times) / peak_cpu if torch.get_num_threads() == 1 else None,
         "activation_mb": saved_bytes / 2**20,
         "compiled": compile_blocks,
+        "grad_checkpointing": config.grad_checkpointing,
         "compile_mode": compile_mode if compile_blocks else None,
         "param_dtype": "bf16" if bf16_params else "fp32",
     }
+    if profile_rows:
+        print_profile(step, device, profile_rows)
     if ceiling:
         mm = matmul_ceiling(step, device)
         result.update(mm)
@@ -324,6 +340,8 @@ def main() -> None:
                    help="with --dtype bf16: fp32 parameters under autocast (default), or the parameters "
                         "themselves in bf16 (the original's ColossalAI bf16 keeps fp32 master copies in the "
                         "optimizer, outside this forward+backward step; soraflow's trainer uses autocast)")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="also profile one step (torch.profiler) and print its ROWS costliest ops/kernels to stderr")
     p.add_argument("--matmul-ceiling", action="store_true",
                    help="also time the step's matmuls alone at their own shapes: matmul_efficiency and "
                         "mfu_ceiling (the MFU if nothing but the matmuls took time)")
@@ -351,7 +369,8 @@ def main() -> None:
         print(HEADER)
     for preset, latent, dt in runs:
         r = run(_config(args, preset), latent, args.batch, args.caption_len, dt, device, args.steps, args.warmup,
-                args.compile, args.compile_mode, args.param_dtype == "bf16", args.matmul_ceiling)
+                args.compile, args.compile_mode, args.param_dtype == "bf16", args.matmul_ceiling,
+                args.profile)
         if preset:
             r["preset"] = preset
         r["malloc_tuned"] = malloc_tuned

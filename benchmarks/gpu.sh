@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU checks of one lease, in priority order, each under its own time limit (README, "GPU"):
+# XL/2 at 240p x 16 frames (latent 16x30x53, 6480 tokens/sample), bf16 autocast, eager with the
+# matmul ceiling, then benchmarks/cuda_check.py (CUDA vs CPU), then the compiled blocks, then the
+# original's 240p/16-frame bucket batch (17) with gradient checkpointing.
+# Run from the repository root on a machine whose python3 has torch with CUDA; Python packages the
+# image lacks travel as wheels in .whl/ (pydantic, diffusers) and go to /tmp/site.
+set -u
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv
+python3 -c "import torch, pydantic, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'pydantic', pydantic.VERSION, 'diffusers', diffusers.__version__)" || exit 1
+XL="--preset STDiT2-XL/2 --caption-channels 4096 --caption-len 200 --latent 16 30 53 --dtype bf16 --json"
+echo "== XL/2 240p 16f batch 8, eager, matmul ceiling"
+timeout 150 python3 benchmarks/model.py $XL --batch 8 --matmul-ceiling | tee -a "$OUT/model.jsonl"
+echo "== cuda_check"
+timeout 120 python3 benchmarks/cuda_check.py 2>&1 | tee "$OUT/cuda_check.txt"
+echo "== XL/2 240p 16f batch 8, compiled blocks"
+timeout 200 python3 benchmarks/model.py $XL --batch 8 --compile | tee -a "$OUT/model.jsonl"
+echo "== XL/2 240p 16f batch 17, gradient checkpointing, eager"
+timeout 90 python3 benchmarks/model.py $XL --batch 17 --grad-checkpointing | tee -a "$OUT/model.jsonl"
+python3 - "$OUT/model.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        r = json.loads(line)
+        print(f"B={r['batch']:>2} compiled={r['compiled']} ckpt={r['grad_checkpointing']} "
+              f"step {r['step_seconds']:.3f} s  {r['tokens_per_second']:.0f} tok/s  {r['achieved_flops']/1e12:.0f} TFLOP/s "
+              f"peak {r['peak_flops']/1e12:.0f}  MFU {r['mfu']:.3f}  mem {r.get('peak_memory_mb', 0)/1024:.1f} GiB "
+              f"ceiling {r.get('mfu_ceiling', float('nan')):.3f}")
+PY
