@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of one lease, in priority order, each under its own time limit (README, "GPU"):
-# XL/2 at 240p x 16 frames (latent 16x30x53, 6480 tokens/sample), bf16 autocast, eager with the
-# matmul ceiling, then benchmarks/cuda_check.py (CUDA vs CPU), then the compiled blocks, then the
-# original's 240p/16-frame bucket batch (17) with gradient checkpointing.
+# XL/2 at 240p x 16 frames (latent 16x30x53, 6480 tokens/sample), bf16 autocast: compiled blocks
+# (profiled), eager with the matmul ceiling (profiled), benchmarks/cuda_check.py (CUDA vs CPU),
+# parameters in bf16, the original's 240p/16-frame bucket batch (17) with gradient checkpointing.
+# About 6 minutes on an H200, the machine's start not counted; the profiles land in $OUT.
 # Run from the repository root on a machine whose python3 has torch with CUDA; Python packages the
 # image lacks travel as wheels in .whl/ (pydantic, diffusers) and go to /tmp/site.
 set -u
@@ -15,12 +16,15 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv
 python3 -c "import torch, pydantic, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'pydantic', pydantic.VERSION, 'diffusers', diffusers.__version__)" || exit 1
 XL="--preset STDiT2-XL/2 --caption-channels 4096 --caption-len 200 --latent 16 30 53 --dtype bf16 --json"
-echo "== XL/2 240p 16f batch 8, eager, matmul ceiling"
-timeout 150 python3 benchmarks/model.py $XL --batch 8 --matmul-ceiling | tee -a "$OUT/model.jsonl"
+# stop 37 on an H200: eager batch 8 does not fit in 139 GiB; compiled batch 8 takes 113 GiB
+echo "== XL/2 240p 16f batch 8, compiled blocks, profiled"
+timeout 200 python3 benchmarks/model.py $XL --batch 8 --compile --profile 40 2>"$OUT/profile_compiled_b8.txt" | tee -a "$OUT/model.jsonl"
+echo "== XL/2 240p 16f batch 4, eager, matmul ceiling, profiled"
+timeout 150 python3 benchmarks/model.py $XL --batch 4 --matmul-ceiling --profile 40 2>"$OUT/profile_eager_b4.txt" | tee -a "$OUT/model.jsonl"
 echo "== cuda_check"
 timeout 120 python3 benchmarks/cuda_check.py 2>&1 | tee "$OUT/cuda_check.txt"
-echo "== XL/2 240p 16f batch 8, compiled blocks"
-timeout 200 python3 benchmarks/model.py $XL --batch 8 --compile | tee -a "$OUT/model.jsonl"
+echo "== XL/2 240p 16f batch 8, compiled blocks, parameters in bf16"
+timeout 200 python3 benchmarks/model.py $XL --batch 8 --compile --param-dtype bf16 | tee -a "$OUT/model.jsonl"
 echo "== XL/2 240p 16f batch 17, gradient checkpointing, eager"
 timeout 90 python3 benchmarks/model.py $XL --batch 17 --grad-checkpointing | tee -a "$OUT/model.jsonl"
 python3 - "$OUT/model.jsonl" <<'PY'
