@@ -5,7 +5,12 @@
 # parameters in bf16, the original's 240p/16-frame bucket batch (17) with gradient checkpointing.
 # About 6 minutes on an H200, the machine's start not counted; the profiles land in $OUT.
 # Run from the repository root on a machine whose python3 has torch with CUDA; Python packages the
-# image lacks travel as wheels in .whl/ (pydantic, diffusers) and go to /tmp/site.
+# image lacks travel as wheels in .whl/ (pydantic, diffusers) and go to /tmp/site. Make them where
+# pip reaches PyPI, at the versions of the project's own venv, for the device's Python (3.12 there):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     pydantic==X pydantic-core==X annotated-types==X typing-inspection==X typing_extensions==X \
+#     diffusers==X importlib_metadata==X
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
