@@ -14,6 +14,19 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test: tiny tensors gain nothing from more, and OpenMP
+    threads spinning on the shared 2-core machine cost more than they bring. Modules take it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     """A private MLflow tracking database and artifact root for one test."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

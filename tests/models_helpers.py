@@ -45,14 +45,3 @@ def inputs(batch=2, frames=3, height=6, width=8, caption_len=CAPTION_LEN, seed=0
     kwargs = {"height": torch.full((batch,), height * 8.0), "width": torch.full((batch,), width * 8.0)}
     return x, t, y, kwargs
 
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are faster on one thread, and other tests share the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

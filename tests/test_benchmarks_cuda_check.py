@@ -20,12 +20,7 @@ def cuda_check():
     return module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.mark.parametrize(("kind", "sampler"), [("iddpm", "dpm-solver"), ("rflow", "euler")])

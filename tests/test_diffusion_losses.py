@@ -13,13 +13,7 @@ from soraflow.diffusion import DiffusionConfig, build_diffusion, space_timesteps
 from soraflow.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from soraflow.diffusion.schedule import make_ddpm_scheduler
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

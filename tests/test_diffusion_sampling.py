@@ -11,13 +11,7 @@ from soraflow.diffusion.toy import GaussianOracle, TinyDenoiser
 
 SAMPLERS = [("iddpm", "iddpm"), ("iddpm", "dpm-solver"), ("rflow", "euler")]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def kwargs(batch: int, tokens: int = 3, seed: int = 0) -> dict:

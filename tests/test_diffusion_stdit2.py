@@ -11,12 +11,7 @@ from soraflow.masks import MaskGenerator, apply_mask_strategy
 models = pytest.importorskip("soraflow.models")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

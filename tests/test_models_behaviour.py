@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models_helpers import inputs, one_thread, tiny_config, tiny_model  # noqa: F401
+from models_helpers import inputs, tiny_config, tiny_model
 from soraflow.models import build_model, ops
 from soraflow.models.layers import Attention, RotaryEmbedding, sincos_2d_position
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_fresh_temporal_branch_is_the_identity():

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from models_helpers import inputs, one_thread, tiny_model  # noqa: F401
+from models_helpers import inputs, tiny_model
 from soraflow.cli import app
 from soraflow.models import (
     STDiT2,
@@ -22,6 +22,8 @@ from soraflow.models import (
     save_model,
 )
 from soraflow.models.convert import export_opensora_state_dict
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 SHAPES = Path("/work/shared/reference/stdit2_xl2_state_dict_shapes.json")
 if not SHAPES.exists():  # a checkout elsewhere: the copy next to the tests' repo root

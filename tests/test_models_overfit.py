@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from models_helpers import inputs, one_thread, tiny_config  # noqa: F401
+from models_helpers import inputs, tiny_config
 from soraflow.models import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_tiny_model_overfits_one_batch():

@@ -8,10 +8,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models_helpers import inputs, one_thread, tiny_config, tiny_model  # noqa: F401
+from models_helpers import inputs, tiny_config, tiny_model
 from soraflow.config_base import ConfigError
 from soraflow.models import PRESETS, ModelConfig, STDiT2Config, build_model, count_flops, preset_config
 from soraflow.models.flops import count_parameters
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
