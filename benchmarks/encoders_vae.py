@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
 from soraflow.config import load_params
 from soraflow.demo.render import sample_demo_frames
 from soraflow.encoders import VAEDemoTrainConfig, synthetic_frames, train_demo_vae
+from soraflow.yaml12 import load_yaml
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     base = load_params(args.params).vae.demo_train.model_dump()
     for item in args.set:
         key, value = item.split("=", 1)
-        base[key] = yaml.safe_load(value)
+        base[key] = load_yaml(value)
     if args.steps:
         base["steps"] = args.steps
     for size in args.size or [32, 64]:

@@ -76,14 +76,13 @@ def nightly_flow(
 # -- deployments --------------------------------------------------------------------------------
 def read_prefect_yaml(path: str | Path = "prefect.yaml") -> list[dict[str, Any]]:
     """The ``deployments`` list of a prefect.yaml."""
-    import yaml
-
     from soraflow.config_base import ConfigError
+    from soraflow.yaml12 import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = load_yaml(path.read_text()) or {}
     deps = doc.get("deployments") or []
     if not isinstance(deps, list):
         raise ConfigError(f"{path}: deployments must be a list")

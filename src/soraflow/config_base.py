@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from soraflow.yaml12 import load_yaml
+
 
 #: ``mixed_precision`` of every section (train, vae.demo_train, sample, eval): ``auto`` is bf16
 #: autocast where the device computes bf16 natively (:func:`soraflow.precision.use_bf16_autocast`).
@@ -58,6 +60,6 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: file not found")
     try:
         with path.open() as f:
-            return yaml.safe_load(f) or {}
+            return load_yaml(f) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from soraflow.config import flatten_params
+from soraflow.yaml12 import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def dvc_stage_deps(stage: str, root: Path | None = None) -> list[Path]:
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.exists():
         return []
-    spec = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage, {})
+    spec = (load_yaml(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage, {})
     return [root / d for d in spec.get("deps", []) if isinstance(d, str)]
 
 

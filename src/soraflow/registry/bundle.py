@@ -198,6 +198,8 @@ def dvc_data_version(root: str | Path = ".") -> dict[str, str]:
     ``data/features`` and ``data/curated`` outputs recorded in it (``none`` when absent)."""
     import yaml
 
+    from soraflow.yaml12 import load_yaml
+
     root = Path(root)
     lock = root / "dvc.lock"
     out = {"dvc_lock_md5": "none", "features_md5": "none", "curated_md5": "none"}
@@ -205,7 +207,7 @@ def dvc_data_version(root: str | Path = ".") -> dict[str, str]:
         return out
     out["dvc_lock_md5"] = hashlib.md5(lock.read_bytes()).hexdigest()
     try:
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        stages = (load_yaml(lock.read_text()) or {}).get("stages", {})
     except yaml.YAMLError:
         return out
     for stage in stages.values():

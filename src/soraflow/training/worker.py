@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from soraflow.allocator import keep_freed_memory
 from soraflow.config_base import ConfigError, parse_model, read_yaml
@@ -30,6 +29,7 @@ from soraflow.training.loop import NonFiniteLossError, train
 from soraflow.training.metrics import format_metrics_line
 from soraflow.training.rng import seed_everything
 from soraflow.training.toy import build_toy_components
+from soraflow.yaml12 import load_yaml
 
 log = logging.getLogger("soraflow.training.worker")
 
@@ -52,7 +52,7 @@ BUILDERS: dict[str, Callable[..., Components]] = {
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+    return load_yaml(text)
 
 
 def _key_value(text: str) -> tuple[str, Any]:
