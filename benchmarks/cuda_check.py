@@ -29,15 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from soraflow.diffusion import DiffusionConfig, build_diffusion  # noqa: E402
 from soraflow.models import STDiT2Config, build_model  # noqa: E402
+from soraflow.models.flops import dummy_inputs  # noqa: E402
 
 CAPTION_CHANNELS, CAPTION_LEN = 16, 6
 
 
+def tiny_config(**overrides: object) -> STDiT2Config:
+    """A 2-block STDiT2 small enough for seconds of CPU time."""
+    return STDiT2Config(hidden_size=96, depth=2, num_heads=4, caption_channels=CAPTION_CHANNELS,
+                        caption_max_length=CAPTION_LEN, **overrides)
+
+
 def tiny_model(device: torch.device, seed: int = 0) -> torch.nn.Module:
-    """A 2-block STDiT2 whose zero-initialised outputs are given values (else outputs are 0)."""
-    config = STDiT2Config(hidden_size=96, depth=2, num_heads=4, caption_channels=CAPTION_CHANNELS,
-                          caption_max_length=CAPTION_LEN)
-    model = build_model(config, seed=seed)
+    """:func:`tiny_config`'s model with its zero-initialised outputs given values (else outputs are 0)."""
+    model = build_model(tiny_config(), seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for layer in [model.final_layer.linear, *(b.cross_attn.proj for b in model.blocks),
@@ -47,15 +52,14 @@ def tiny_model(device: torch.device, seed: int = 0) -> torch.nn.Module:
 
 
 def inputs(device: torch.device, batch: int = 2, frames: int = 4, height: int = 6, width: int = 10):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 4, frames, height, width, generator=g)
-    t = torch.randint(0, 1000, (batch,), generator=g)
-    y = torch.randn(batch, CAPTION_LEN, CAPTION_CHANNELS, generator=g)
+    """The same random inputs on every device (drawn on the CPU under a fixed seed), with the
+    first sample's caption half padding."""
+    torch.manual_seed(0)
+    (x, t, y), kw = dummy_inputs(tiny_config(), frames, height, width, batch)
     mask = torch.ones(batch, CAPTION_LEN, dtype=torch.bool)
     mask[0, CAPTION_LEN // 2:] = False
-    kw = {"height": torch.full((batch,), height * 8.0, device=device),
-          "width": torch.full((batch,), width * 8.0, device=device)}
-    return x.to(device), t.to(device), y.to(device), mask.to(device), kw
+    x, t, y, mask = (v.to(device) for v in (x, t, y, mask))
+    return x, t, y, mask, {k: v.to(device) for k, v in kw.items()}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -119,8 +123,7 @@ def attention_kernels(device: torch.device) -> str:
 def check_overfit(device: torch.device, kind: str, steps: int = 150) -> tuple[str, bool, str]:
     torch.manual_seed(0)
     d = build_diffusion(DiffusionConfig(type=kind))
-    model = build_model(STDiT2Config(hidden_size=96, depth=2, num_heads=4, caption_channels=CAPTION_CHANNELS,
-                                     caption_max_length=CAPTION_LEN, learn_sigma=kind == "iddpm"), seed=0)
+    model = build_model(tiny_config(learn_sigma=kind == "iddpm"), seed=0)
     model = model.to(device).train()
     x, _, y, mask, kw = inputs(device)
     g = torch.Generator().manual_seed(1)
@@ -174,21 +177,21 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"torch {torch.__version__} on {device} ({name})", flush=True)
-    checks: list[Callable[[], list[tuple[str, bool, str]] | tuple[str, bool, str]]] = [
-        lambda: check_forward(device),
-        lambda: check_overfit(device, "iddpm"),
-        lambda: check_overfit(device, "rflow"),
-        lambda: check_sampling(device, "iddpm", "iddpm", 20),
-        lambda: check_sampling(device, "iddpm", "dpm-solver", 10),
-        lambda: check_sampling(device, "rflow", "euler", 10),
+    checks: list[tuple[str, Callable[[], list[tuple[str, bool, str]] | tuple[str, bool, str]]]] = [
+        ("forward", lambda: check_forward(device)),
+        ("iddpm training", lambda: check_overfit(device, "iddpm")),
+        ("rflow training", lambda: check_overfit(device, "rflow")),
+        ("iddpm sampling", lambda: check_sampling(device, "iddpm", "iddpm", 20)),
+        ("dpm-solver sampling", lambda: check_sampling(device, "iddpm", "dpm-solver", 10)),
+        ("euler sampling", lambda: check_sampling(device, "rflow", "euler", 10)),
     ]
     failed = 0
-    for check in checks:
+    for name, check in checks:
         t0 = time.perf_counter()
         try:
             out = check()
         except Exception as exc:  # report and go on: one broken path should not hide the others
-            out = [(getattr(check, "__name__", "check"), False, f"{type(exc).__name__}: {exc}")]
+            out = [(name, False, f"{type(exc).__name__}: {exc}")]
         for label, ok, detail in out if isinstance(out, list) else [out]:
             failed += not ok
             print(f"{'PASS' if ok else 'FAIL'}  {label}: {detail} [{time.perf_counter() - t0:.1f} s]", flush=True)
