@@ -51,15 +51,11 @@ BUILDERS: dict[str, Callable[..., Components]] = {
 }
 
 
-def _parse_value(text: str) -> Any:
-    return load_yaml(text)
-
-
 def _key_value(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), _parse_value(value)
+    return key.strip(), load_yaml(value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
