@@ -151,9 +151,10 @@ def _strided(spec: tuple, device: torch.device) -> torch.Tensor:
     return torch.randn(max(extent, 1), device=device).to(dtype).as_strided(shape, stride)
 
 
-def print_profile(step, device: torch.device, rows: int) -> None:
+def print_profile(step, device: torch.device, rows: int, trace: str | None = None) -> None:
     """One more step under ``torch.profiler``: the ``rows`` ops/kernels with the most self time
-    on the device (CUDA) or the CPU, printed to stderr (stdout stays one JSON line per run)."""
+    on the device (CUDA) or the CPU, printed to stderr (stdout stays one JSON line per run);
+    with ``trace``, the step's Chrome trace is written there too (gzipped if it ends in .gz)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -161,6 +162,8 @@ def print_profile(step, device: torch.device, rows: int) -> None:
         step()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60), file=sys.stderr)
+    if trace:
+        prof.export_chrome_trace(trace)
 
 
 def run(
@@ -177,6 +180,8 @@ def run(
     bf16_params: bool = False,
     ceiling: bool = False,
     profile_rows: int = 0,
+    profile_trace: str | None = None,
+    fold: bool = True,
 ) -> dict:
     dtype = DTYPES[dtype_name]
     if bf16_params and dtype != torch.bfloat16:
@@ -195,6 +200,7 @@ def run(
     for blk in model.blocks:
         torch.nn.init.normal_(blk.cross_attn.proj.weight, std=0.02)
         torch.nn.init.normal_(blk.attn_temp.proj.weight, std=0.02)
+        blk.fold_modulation = fold
     torch.nn.init.normal_(model.final_layer.linear.weight, std=0.02)
     if bf16_params:  # the parameters themselves in bf16: no autocast, no per-step weight casts
         model = model.to(torch.bfloat16)
@@ -272,11 +278,13 @@ def run(
         "activation_mb": saved_bytes / 2**20,
         "compiled": compile_blocks,
         "grad_checkpointing": config.grad_checkpointing,
+        "temporal_attention_pack": config.temporal_attention_pack,
         "compile_mode": compile_mode if compile_blocks else None,
         "param_dtype": "bf16" if bf16_params else "fp32",
+        "fold_modulation": fold,
     }
     if profile_rows:
-        print_profile(step, device, profile_rows)
+        print_profile(step, device, profile_rows, profile_trace)
     if ceiling:
         mm = matmul_ceiling(step, device)
         result.update(mm)
@@ -295,6 +303,8 @@ def _config(args: argparse.Namespace, preset: str | None) -> STDiT2Config:
         "caption_max_length": args.caption_len,
         "grad_checkpointing": args.grad_checkpointing,
     }
+    if args.temporal_pack is not None:
+        overrides["temporal_attention_pack"] = args.temporal_pack
     if preset:
         return preset_config(preset, **overrides)
     if not (args.hidden_size and args.depth and args.heads):
@@ -332,6 +342,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--no-fold", action="store_true",
+                   help="textbook modulation (elementwise, then the linear) instead of per-sample folded weights")
+    p.add_argument("--temporal-pack", type=int, default=None, metavar="TOKENS",
+                   help="STDiT2Config.temporal_attention_pack (CUDA: temporal sequences packed into "
+                        "attention calls of up to TOKENS tokens; 0 = off; default: the config's)")
     p.add_argument("--compile", action="store_true", help="torch.compile each block (compile time not in the step time)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode with --compile, e.g. max-autotune-no-cudagraphs (inductor also "
@@ -342,6 +357,8 @@ def main() -> None:
                         "optimizer, outside this forward+backward step; soraflow's trainer uses autocast)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="also profile one step (torch.profiler) and print its ROWS costliest ops/kernels to stderr")
+    p.add_argument("--profile-trace", default=None, metavar="PATH",
+                   help="with --profile: also write the profiled step's Chrome trace (.json or .json.gz)")
     p.add_argument("--matmul-ceiling", action="store_true",
                    help="also time the step's matmuls alone at their own shapes: matmul_efficiency and "
                         "mfu_ceiling (the MFU if nothing but the matmuls took time)")
@@ -370,7 +387,7 @@ def main() -> None:
     for preset, latent, dt in runs:
         r = run(_config(args, preset), latent, args.batch, args.caption_len, dt, device, args.steps, args.warmup,
                 args.compile, args.compile_mode, args.param_dtype == "bf16", args.matmul_ceiling,
-                args.profile)
+                args.profile, args.profile_trace, fold=not args.no_fold)
         if preset:
             r["preset"] = preset
         r["malloc_tuned"] = malloc_tuned
