@@ -51,6 +51,10 @@ class STDiT2Config(StrictModel):
     default_fps: float = Field(24.0, gt=0.0, le=1000.0)
     #: Recompute each block in the backward pass (torch.utils.checkpoint, non-reentrant).
     grad_checkpointing: bool = False
+    #: On CUDA, the temporal attention's short sequences (one per spatial position, T frames)
+    #: are attended several at a time as one sequence of at most this many tokens with a
+    #: block-diagonal mask: the same result from fuller kernel tiles. 0: one sequence per call.
+    temporal_attention_pack: int = Field(128, ge=0, le=65536)
     #: Zero-initialise the temporal attention's output projection (the original: a fresh model's
     #: temporal branch is the identity, so image weights load into a working video model).
     #: False: xavier-initialised like the spatial one, for training from scratch.

@@ -21,6 +21,8 @@ from soraflow.models.qk_heads import qkv_heads, rotate_pairs
 __all__ = [
     "Attention",
     "attention",
+    "block_diagonal_mask",
+    "pack_factor",
     "unfused_attention",
     "CaptionEmbedder",
     "CrossAttention",
@@ -65,6 +67,22 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) 
                 out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
                 return out.to(v.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+def block_diagonal_mask(groups: int, tokens: int, device: torch.device | str | None = None) -> Tensor:
+    """``[groups*tokens, groups*tokens]`` bool, True inside each of ``groups`` diagonal blocks of
+    ``tokens``: ``groups`` sequences packed into one attend only within themselves."""
+    block = torch.arange(groups * tokens, device=device) // tokens
+    return block[:, None] == block[None, :]
+
+
+def pack_factor(sequences: int, tokens: int, pack_tokens: int) -> int:
+    """The largest ``g`` dividing ``sequences`` with ``g * tokens <= pack_tokens`` (1: no packing)."""
+    best = 1
+    for g in range(2, min(pack_tokens // max(tokens, 1), sequences) + 1):
+        if sequences % g == 0:
+            best = g
+    return best
 
 
 def unfused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
@@ -244,10 +262,20 @@ class Attention(nn.Module):
 
     ``legacy_rope_before_norm`` reproduces Open-Sora 1.1 (rotate, then normalise); the
     default normalises, then rotates (the order the RoPE relative-position property needs).
+
+    ``pack_tokens`` (CUDA only): short sequences are attended ``g`` at a time as one sequence of
+    up to ``pack_tokens`` tokens with a block-diagonal mask (:func:`pack_factor`). Same result;
+    the fused kernels work in tiles of 64-128 queries and keys, so 16-frame temporal sequences
+    alone leave most of each tile empty (measured in ``benchmarks/attention_backends.py``).
     """
 
     def __init__(
-        self, dim: int, num_heads: int, qk_norm: bool = True, legacy_rope_before_norm: bool = False
+        self,
+        dim: int,
+        num_heads: int,
+        qk_norm: bool = True,
+        legacy_rope_before_norm: bool = False,
+        pack_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -256,6 +284,9 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.legacy_rope_before_norm = legacy_rope_before_norm
+        self.pack_tokens = pack_tokens
+        #: Device types that pack (the CPU paths gain nothing from it: see :func:`attention`).
+        self.pack_devices = ("cuda",)
         self.proj = Linear(dim, dim)
 
     def _norm(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,11 +301,22 @@ class Attention(nn.Module):
     def attend(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Attention on fused projections ``qkv [B, N, 3C]`` -> ``[B, N, C]`` (before ``proj``)."""
         b, n, c3 = qkv.shape
+        packs = self.pack_tokens and qkv.device.type in self.pack_devices
+        g = pack_factor(b, n, self.pack_tokens) if packs else 1
+        if g == 1:
+            return self._attend(qkv, rope)
+        if rope is not None:
+            rope = (rope[0].repeat(g, 1), rope[1].repeat(g, 1))
+        packed = qkv.reshape(b // g, g * n, c3)
+        return self._attend(packed, rope, block_diagonal_mask(g, n, qkv.device)).view(b, n, c3 // 3)
+
+    def _attend(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None, mask: Tensor | None = None) -> Tensor:
+        b, n, c3 = qkv.shape
         if self.q_norm is not None and not self.legacy_rope_before_norm and not torch.compiler.is_compiling():
             # eager: one function for heads, norm and rotation (soraflow.models.qk_heads); compiled
             # blocks keep the composed ops below, which inductor fuses itself
             q, k, v = qkv_heads(qkv, self.num_heads, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, rope)
-            return attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
+            return attention(q, k, v, mask).transpose(1, 2).reshape(b, n, c3 // 3)
         qkv = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim], strided views (no copy)
         if rope is not None and self.legacy_rope_before_norm:
@@ -284,7 +326,7 @@ class Attention(nn.Module):
             q, k = self._norm(q, k)
             if rope is not None:
                 q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
-        out = attention(q, k, v)
+        out = attention(q, k, v, mask)
         return out.transpose(1, 2).reshape(b, n, c3 // 3)
 
 

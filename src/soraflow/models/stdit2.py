@@ -58,7 +58,9 @@ class STDiT2Block(nn.Module):
         super().__init__()
         c, heads = config.hidden_size, config.num_heads
         self.attn = Attention(c, heads, config.qk_norm, config.legacy_rope_before_norm)
-        self.attn_temp = Attention(c, heads, config.qk_norm, config.legacy_rope_before_norm)
+        self.attn_temp = Attention(
+            c, heads, config.qk_norm, config.legacy_rope_before_norm, pack_tokens=config.temporal_attention_pack
+        )
         self.cross_attn = CrossAttention(c, heads)
         self.mlp = Mlp(c, config.mlp_hidden)
         # adaLN-single: per-block learned offsets added to the shared timestep projections.
