@@ -34,7 +34,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a GPU machine without the package
 
-from soraflow.models.layers import block_diagonal_mask, unfused_attention  # noqa: E402
+from soraflow.models.layers import block_diagonal_mask, pack_factor, unfused_attention  # noqa: E402
 
 BACKENDS = {
     "default": None,
@@ -91,10 +91,8 @@ def cases(args: argparse.Namespace):
     b = args.batch
     yield ("spatial", b * t, s, None, None)
     yield ("temporal", b * s, t, None, None)
-    for pack in args.pack:
-        g = max(d for d in range(1, max(pack // t, 1) + 1) if (b * s) % d == 0)
-        if g > 1:
-            yield (f"temporal packed x{g}", b * s // g, g * t, None, lambda dev, g=g: block_diagonal_mask(g, t, dev))
+    for g in sorted({pack_factor(b * s, t, pack) for pack in args.pack} - {1}):
+        yield (f"temporal packed x{g}", b * s // g, g * t, None, lambda dev, g=g: block_diagonal_mask(g, t, dev))
     keep = torch.arange(args.caption_len) < args.caption_valid
     yield ("cross", b, t * s, args.caption_len,
            lambda dev: keep.to(dev).view(1, 1, 1, -1).expand(b, 1, 1, -1))

@@ -282,6 +282,7 @@ def run(
         "compile_mode": compile_mode if compile_blocks else None,
         "param_dtype": "bf16" if bf16_params else "fp32",
         "fold_modulation": fold,
+        "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")},
     }
     if profile_rows:
         print_profile(step, device, profile_rows, profile_trace)
