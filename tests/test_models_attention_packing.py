@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soraflow.models.config import STDiT2Config
+from soraflow.config import load_params
+from soraflow.models.config import ModelConfig, STDiT2Config
 from soraflow.models.layers import Attention, RotaryEmbedding, block_diagonal_mask, pack_factor
 from soraflow.models.stdit2 import STDiT2
 
@@ -86,6 +87,16 @@ def test_packing_is_cuda_only_by_default():
     attn = Attention(48, 4, pack_tokens=128)
     assert attn.pack_devices == ("cuda",)
     assert STDiT2Config().temporal_attention_pack == 128
+
+
+def test_params_model_section_sets_the_pack_size():
+    assert load_params().model.temporal_attention_pack == 128  # the project's params.yaml
+    config = ModelConfig(hidden_size=48, num_heads=4, temporal_attention_pack=0).resolve(16, 8)
+    assert config.temporal_attention_pack == 0
+    model = STDiT2(config)
+    assert all(blk.attn_temp.pack_tokens == 0 and blk.attn.pack_tokens == 0 for blk in model.blocks)
+    with pytest.raises(ValueError):
+        ModelConfig(temporal_attention_pack=-1)
 
 
 def test_stdit2_with_packed_temporal_attention_matches_unpacked():

@@ -151,6 +151,8 @@ class ModelConfig(StrictModel):
     default_fps: float = Field(24.0, gt=0.0, le=1000.0)
     #: The model's default (saved in config.json); ``train.grad_checkpointing`` also turns it on.
     grad_checkpointing: bool = False
+    #: CUDA: temporal sequences attended up to this many tokens at a time (block-diagonal mask); 0 = off.
+    temporal_attention_pack: int = Field(128, ge=0, le=65536)
     #: False: the temporal attention output starts xavier-initialised instead of zero (from scratch).
     zero_init_temporal: bool = True
     #: frame (the original) | clip: the spatial attention spans the whole clip (full 3-D attention).
@@ -211,6 +213,7 @@ class ModelConfig(StrictModel):
             base_pixel_size=self.base_pixel_size,
             default_fps=self.default_fps,
             grad_checkpointing=self.grad_checkpointing,
+            temporal_attention_pack=self.temporal_attention_pack,
             zero_init_temporal=self.zero_init_temporal,
             spatial_attention=self.spatial_attention,
             pooled_caption=self.pooled_caption,
