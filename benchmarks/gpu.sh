@@ -26,11 +26,10 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version 
 python3 -c "import torch, pydantic, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'pydantic', pydantic.VERSION, 'diffusers', diffusers.__version__)" || exit 1
 XL="--preset STDiT2-XL/2 --caption-channels 4096 --caption-len 200 --latent 16 30 53 --dtype bf16 --json"
 # stop 38 on an H200: eager batch 8 does not fit in 139 GiB; compiled batch 8 takes 113 GiB, 0.66 s/step
-run() { [ "$MODE" = all ] || [ "$1" = profile ]; }  # `profiles` mode: the two profiled runs alone
 echo "== XL/2 240p 16f batch 8, compiled blocks, profiled"
 timeout 200 python3 benchmarks/model.py $XL --batch 8 --compile --profile 60 --profile-trace "$OUT/trace_compiled_b8.json.gz" \
   2>"$OUT/profile_compiled_b8.txt" | tee -a "$OUT/model.jsonl"
-if run; then
+if [ "$MODE" != profiles ]; then  # `profiles`: the two profiled runs alone
   echo "== XL/2 240p 16f batch 8, compiled blocks, textbook modulation (not measured with the composed q/k ops yet)"
   timeout 100 python3 benchmarks/model.py $XL --batch 8 --compile --no-fold | tee -a "$OUT/model.jsonl"
   echo "== XL/2 240p 16f batch 8, compiled blocks, inductor's coordinate-descent tuning of its Triton kernels"
@@ -45,7 +44,7 @@ fi
 echo "== XL/2 240p 16f batch 4, eager, matmul ceiling, profiled"
 timeout 150 python3 benchmarks/model.py $XL --batch 4 --matmul-ceiling --profile 60 --profile-trace "$OUT/trace_eager_b4.json.gz" \
   2>"$OUT/profile_eager_b4.txt" | tee -a "$OUT/model.jsonl"
-if run; then
+if [ "$MODE" != profiles ]; then  # `profiles`: the two profiled runs alone
   echo "== XL/2 240p 16f batch 17, gradient checkpointing, eager"
   timeout 90 python3 benchmarks/model.py $XL --batch 17 --grad-checkpointing | tee -a "$OUT/model.jsonl"
 fi
