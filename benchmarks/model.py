@@ -200,8 +200,8 @@ def run(
     for blk in model.blocks:
         torch.nn.init.normal_(blk.cross_attn.proj.weight, std=0.02)
         torch.nn.init.normal_(blk.attn_temp.proj.weight, std=0.02)
-        blk.fold_modulation = fold
     torch.nn.init.normal_(model.final_layer.linear.weight, std=0.02)
+    model.set_fold_modulation(fold)
     if bf16_params:  # the parameters themselves in bf16: no autocast, no per-step weight casts
         model = model.to(torch.bfloat16)
     (x, t, y), kwargs = dummy_inputs(config, t_frames, h, w, batch, caption_len, device=device)
