@@ -460,6 +460,35 @@ def test_compiled_blocks_all_take_fp32_tokens_under_bf16_autocast():
         assert seen == [torch.float32] * len(model.blocks)
 
 
+@pytest.mark.parametrize("hint", [True, False])
+def test_compiled_blocks_take_a_new_token_count_without_recompiling(hint):
+    """Under PyTorch's automatic dynamic shapes a new spatial token count (another bucket's
+    aspect ratio) recompiled every block; `compile_blocks` now marks that dim dynamic on the
+    first call, so one graph serves both sizes (dynamo's CompileCounter backend: tracing only,
+    no inductor) and gives what the eager model gives."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    eager = tiny_model().train()
+    compiled = tiny_model().train()
+    compiled.compile_blocks(backend=counter)
+    assert compiled.dynamic_token_count
+    compiled.dynamic_token_count = hint
+    for height, width in ((6, 8), (8, 8), (8, 10)):  # 12, 16, 20 tokens: one side of the fold threshold
+        x, t, y, kw = inputs(frames=4, height=height, width=width)
+        out = compiled(x, t, y, **kw)
+        out.square().mean().backward()
+        torch.testing.assert_close(out, eager(x, t, y, **kw), rtol=1e-5, atol=1e-5)
+    # hinted: one graph for the three token counts; PyTorch's default: a static graph
+    # for the first size, then a recompile with the token count dynamic
+    assert counter.frame_count == (1 if hint else 2)
+    other = tiny_model()
+    other.compile_blocks(backend=counter, dynamic=False)
+    assert not other.dynamic_token_count
+    torch._dynamo.reset()
+
+
 def test_pick_layout_keeps_plain_matmuls_unless_a_transposed_one_is_much_faster():
     assert ops.pick_layout(1.0, 0.95, 0.9) == "NN"  # AVX512-BF16: every layout about as fast
     assert ops.pick_layout(10.0, 1.0, 2.0) == "TN"  # AVX2: plain bf16 matmuls ~10x slower

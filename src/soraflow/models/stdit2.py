@@ -197,6 +197,9 @@ class STDiT2(nn.Module):
         self.grad_checkpointing = config.grad_checkpointing
         #: Start the residual stream in fp32 under autocast (set by :meth:`compile_blocks`).
         self.fp32_residual = False
+        #: Compile the blocks with the spatial token count dynamic from the first call (set by
+        #: :meth:`compile_blocks` under PyTorch's automatic dynamic shapes).
+        self.dynamic_token_count = False
         self.initialize_weights()
 
     # ------------------------------------------------------------------ properties
@@ -243,8 +246,14 @@ class STDiT2(nn.Module):
         Under autocast the residual stream then starts in fp32: the embedding gives bf16 tokens
         but every block's gated residual add returns fp32 (the gates are fp32), so block 0 would
         otherwise see another input dtype than the others and every graph would compile twice
-        (demo: 4 graphs instead of 8). Eager models keep the bf16 start, as measured before."""
+        (demo: 4 graphs instead of 8). Eager models keep the bf16 start, as measured before.
+
+        Under PyTorch's automatic dynamic shapes (no ``dynamic`` given) the spatial token count is
+        marked dynamic from the first call: buckets of other aspect ratios then reuse the graph
+        instead of recompiling it once more (demo: 3 graphs per rank instead of 4, ~16 s less;
+        the weights after 300 steps bitwise equal, README "Stop 40")."""
         self.fp32_residual = True
+        self.dynamic_token_count = kwargs.get("dynamic") is None
         for block in self.blocks:
             block.compile(**kwargs)
 
@@ -391,6 +400,8 @@ class STDiT2(nn.Module):
         rope_clip = None
         if self.config.spatial_attention == "clip":  # every token rotated by its frame index
             rope_clip = (rope[0].repeat_interleave(s, dim=0), rope[1].repeat_interleave(s, dim=0))
+        if self.dynamic_token_count:
+            torch._dynamo.maybe_mark_dynamic(tokens, 2)
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             if use_ckpt:
