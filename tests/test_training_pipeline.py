@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -382,9 +382,13 @@ def test_feature_cache_is_consistent_and_matches_the_encoders(world, encoders, c
     torch.testing.assert_close(all_rows["y"], emb[k], atol=1e-5, rtol=1e-5)
     assert torch.equal(all_rows["mask"], mask[k]) and (all_rows["mask"].sum(1) > 2).all()
 
-    # a second build of the same inputs is bitwise the same
+    # a second build of the same inputs, decoding in the encoding loop instead of in two threads
+    # (features.decode_workers 1 against the default 2), is bitwise the same
+    assert world.params.features.decode_workers == 2
     again_root = world.root / "features_again"
-    again = build_cache(world, encoders, cache.table, again_root)
+    serial = world.params.features.model_copy(update={"decode_workers": 1})
+    again = build_cache(replace(world, params=world.params.model_copy(update={"features": serial})),
+                        encoders, cache.table, again_root)
     assert (again.rows, again.shards, again.captions) == (s.rows, s.shards, s.captions)
     other = FeatureCache(again_root, split=None)
     pd.testing.assert_frame_equal(other.index, full.index)

@@ -40,6 +40,9 @@ class FeaturesConfig(StrictModel):
     max_window_start: int | None = Field(None, ge=0)
     # Clips per VAE call while building the cache.
     encode_batch: int = Field(8, ge=1, le=4096)
+    # Threads decoding and resizing clips while the VAE encodes (PyAV and torch release the GIL):
+    # the encoded latents do not depend on it. 1: decode in the encoding loop.
+    decode_workers: int = Field(2, ge=1, le=64)
     # Rows per safetensors shard (a shard holds one bucket's rows).
     shard_rows: int = Field(512, ge=1)
     splits: list[Literal["train", "heldout"]] = Field(default_factory=lambda: ["train", "heldout"], min_length=1)

@@ -1,0 +1,41 @@
+"""Work computed ahead in threads, consumed in order."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
+    """``map(fn, items)`` with up to ``ahead`` results computed in advance by ``workers`` threads.
+
+    Results come in the order of ``items``; an exception raised by ``fn`` is raised where its
+    result would have come. Pays off when ``fn`` releases the GIL (video decoding, torch ops)
+    while the consumer works; ``workers <= 1`` runs ``fn`` in the caller's thread, as ``map``
+    does. ``ahead`` bounds the memory held by finished results.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    it = iter(items)
+    pending: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= max(ahead, 1):
+                    break
+            while pending:
+                done = pending.popleft()
+                for item in it:
+                    pending.append(pool.submit(fn, item))
+                    break
+                yield done.result()
+        finally:
+            for future in pending:
+                future.cancel()
