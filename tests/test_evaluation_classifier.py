@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,27 @@ def test_accuracy_on_clips_skips_unknown_directions():
     out = evaluate_on_clips(model, clips, 2, prefix="x_")
     assert out["x_windows"] == 6 and 0.0 <= out["x_direction_accuracy"] <= 1.0
     assert set(out) == {"x_color_accuracy", "x_shape_accuracy", "x_direction_accuracy", "x_windows"}
+
+
+def test_load_clips_decodes_in_table_order_whatever_the_thread_count(tmp_path):
+    """`load_clips` decodes two clips at a time in threads by default; the frames and their
+    order are those of a decode in the loop (clips of different lengths finish out of order)."""
+    from evaluation_helpers import write_corpus
+    from soraflow.evaluation.clips import decode_clip, load_clips
+
+    table = write_corpus(tmp_path, np.random.default_rng(0), n_train=5, n_heldout=0, frames=12, size=40)
+    table.loc[0, "path"] = str(tmp_path / "long.mp4")
+    write_corpus(tmp_path / "long", np.random.default_rng(1), n_train=1, n_heldout=0, frames=60, size=40)
+    (tmp_path / "long" / "clip_000.mp4").rename(tmp_path / "long.mp4")
+    expected = [decode_clip(p, 32, 32) for p in table["path"]]
+    assert [len(f) for f in expected] == [60, 12, 12, 12, 12]
+    for workers in (1, 2, 3):
+        got = load_clips(table, 32, 32, progress=False, workers=workers)
+        assert len(got) == len(expected)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)), workers
+    relative = table.assign(path=[p.name for p in map(Path, table["path"])])
+    relative.loc[0, "path"] = "long.mp4"
+    got = load_clips(relative, 32, 32, root=tmp_path, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    with pytest.raises(Exception, match="missing.mp4"):
+        load_clips(table.assign(path=[*table["path"][:-1], str(tmp_path / "missing.mp4")]), 32, 32, progress=False)

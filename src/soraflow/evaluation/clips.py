@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from soraflow.buckets.dataset import IMAGE_EXTENSIONS, read_image, resize_crop_to_fill
+from soraflow.prefetch import ordered_map
 
 __all__ = ["decode_clip", "fixed_windows", "load_clips", "random_window", "resize_frames", "window_indices"]
 
@@ -59,16 +60,18 @@ def decode_clip(path: str | Path, height: int, width: int, max_frames: int = 512
 
 def load_clips(
     clips: pd.DataFrame, height: int, width: int, *, root: str | Path = ".", max_frames: int = 512, progress: bool = True,
-    desc: str = "decode clips",
+    desc: str = "decode clips", workers: int = 2,
 ) -> list[np.ndarray]:
-    """:func:`decode_clip` for every row of a clip table (``path`` relative to ``root`` or absolute)."""
-    out = []
-    for p in tqdm(clips["path"].astype(str), desc=desc, disable=not progress, mininterval=1.0):
+    """:func:`decode_clip` for every row of a clip table (``path`` relative to ``root`` or absolute),
+    in table order, ``workers`` clips at a time in threads (PyAV and torch release the GIL)."""
+
+    def decode(p: str) -> np.ndarray:
         path = Path(p)
-        if not path.is_absolute():
-            path = Path(root) / path
-        out.append(decode_clip(path, height, width, max_frames))
-    return out
+        return decode_clip(path if path.is_absolute() else Path(root) / path, height, width, max_frames)
+
+    paths = clips["path"].astype(str).tolist()
+    decoded = ordered_map(decode, paths, workers, ahead=2 * workers)
+    return list(tqdm(decoded, total=len(paths), desc=desc, disable=not progress, mininterval=1.0))
 
 
 def _stride(n: int, num_frames: int, frame_interval: int) -> int:
