@@ -241,7 +241,7 @@ class STDiT2(nn.Module):
     def compile_blocks(self, **kwargs: object) -> None:
         """``torch.compile`` every block in place (fuses the elementwise work around the matmuls;
         state-dict keys unchanged). Identical blocks share the compiled code; a new latent
-        shape recompiles. ``train.compile`` turns it on (the demo does: ~85 s of compiling, README).
+        shape recompiles. ``train.compile`` turns it on (the demo does: 1.5-2 min of compiling, README).
 
         Under autocast the residual stream then starts in fp32: the embedding gives bf16 tokens
         but every block's gated residual add returns fp32 (the gates are fp32), so block 0 would
