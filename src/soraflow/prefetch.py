@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,16 +27,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
     pending: deque[Future[R]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch") as pool:
         try:
-            for item in it:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= max(ahead, 1):
-                    break
+            pending.extend(pool.submit(fn, item) for item in islice(it, max(ahead, 1)))
             while pending:
                 done = pending.popleft()
-                for item in it:
-                    pending.append(pool.submit(fn, item))
-                    break
+                pending.extend(pool.submit(fn, item) for item in islice(it, 1))  # keep `ahead` in flight
                 yield done.result()
         finally:
-            for future in pending:
+            for future in pending:  # the consumer stopped early or a result raised
                 future.cancel()

@@ -200,6 +200,7 @@ def build_feature_cache(
             for wdx in windows_of(rec)
             for k, variant in enumerate(variants_of(rec))
         ]
+
         def decode(
             job: tuple[dict[str, Any], int, int, Variant], t: int = int(t), h: int = int(h), w: int = int(w)
         ) -> torch.Tensor:
