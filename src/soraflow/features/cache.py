@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,13 @@ def build_feature_cache(
         masks.append(m.cpu())
     save_file({"emb": torch.cat(embs).contiguous(), "mask": torch.cat(masks).contiguous()}, str(tmp / CAPTIONS_FILE))
 
+    def decode_window(size: tuple[int, int, int], job: tuple[dict[str, Any], int, int, Variant]) -> torch.Tensor:
+        """The ``T x H x W`` window ``job`` encodes: its seeded frames, then its variant's transform."""
+        (t, h, w), (rec, wdx, _, variant) = size, job
+        rng = np.random.default_rng(_window_seed(config.seed, str(rec["id"]), wdx))
+        video = load_clip(rec["path"], t, buckets.frame_interval, h, w, rng, max_window_start=config.max_window_start)
+        return transform_video(video, variant)
+
     rows: list[dict[str, Any]] = []
     groups = table.groupby(["bucket_resolution", "bucket_num_frames", "bucket_height", "bucket_width"], observed=True)
     n_jobs = sum(len(variants_of(rec)) * len(windows_of(rec)) for rec in records)
@@ -200,17 +208,9 @@ def build_feature_cache(
             for wdx in windows_of(rec)
             for k, variant in enumerate(variants_of(rec))
         ]
-
-        def decode(
-            job: tuple[dict[str, Any], int, int, Variant], t: int = int(t), h: int = int(h), w: int = int(w)
-        ) -> torch.Tensor:
-            rec, wdx, _, variant = job
-            rng = np.random.default_rng(_window_seed(config.seed, str(rec["id"]), wdx))
-            video = load_clip(rec["path"], t, buckets.frame_interval, h, w, rng, max_window_start=config.max_window_start)
-            return transform_video(video, variant)
-
         # Clips decode in worker threads while the VAE encodes the previous batch (decoding took
         # two thirds of the demo's stage); the VAE and its thread count are untouched.
+        decode = partial(decode_window, (int(t), int(h), int(w)))
         decoded = ordered_map(decode, jobs, config.decode_workers, ahead=2 * config.encode_batch)
         for j in range(0, len(jobs), config.encode_batch):
             chunk = jobs[j : j + config.encode_batch]
