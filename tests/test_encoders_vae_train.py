@@ -105,6 +105,11 @@ def test_training_reduces_loss_and_saves_a_loadable_vae(trained) -> None:
     assert saved["shift_factor"] == pytest.approx(r.latent_mean)
     info = json.loads((r.path / "training.json").read_text())
     assert info["psnr"] == pytest.approx(r.psnr) and info["config"]["steps"] == cfg.steps
+    # Trained channels-last, saved as ordinary contiguous fp32 tensors.
+    from safetensors.torch import load_file
+
+    weights = load_file(str(r.path / "diffusion_pytorch_model.safetensors"))
+    assert all(w.dtype == torch.float32 and w.is_contiguous() for w in weights.values())
     # Reload through the loading code: same reconstructions, same PSNR.
     vae = VideoVAE.from_pretrained(str(r.path))
     assert vae.scaling_factor == pytest.approx(1 / r.latent_std)

@@ -69,8 +69,8 @@ class VAEDemoTrainConfig(StrictModel):
     seed: int = Field(0, ge=0)
     # Autocast precision of the training steps (auto: bf16 on CUDA and on CPUs with native bf16
     # units, as train.mixed_precision). Weights, the optimiser, the loss, the latent statistics
-    # and the held-out PSNR stay fp32. Convolutions are also run channels-last in bf16
-    # (oneDNN's fast layout on CPU).
+    # and the held-out PSNR stay fp32. Training runs channels-last convolutions (oneDNN's fast
+    # layout on CPU) in either precision; the saved weights are ordinary contiguous tensors.
     mixed_precision: Precision = "fp32"
     # Intra-op threads while training (restored afterwards); null = torch's default. One is
     # fastest for this small network: measured 0.14 s/step with 1 thread against 5 s/step with
