@@ -69,9 +69,14 @@ class VAEDemoTrainConfig(StrictModel):
     seed: int = Field(0, ge=0)
     # Autocast precision of the training steps (auto: bf16 on CUDA and on CPUs with native bf16
     # units, as train.mixed_precision). Weights, the optimiser, the loss, the latent statistics
-    # and the held-out PSNR stay fp32. Training runs channels-last convolutions (oneDNN's fast
-    # layout on CPU) in either precision; the saved weights are ordinary contiguous tensors.
+    # and the held-out PSNR stay fp32. Convolutions are also run channels-last in bf16
+    # (oneDNN's fast layout on CPU); the saved weights are ordinary contiguous tensors.
     mixed_precision: Precision = "fp32"
+    # Channels-last convolutions and the fused AdamW kernel in fp32 too: the demo's 3000 steps in
+    # 146-153 s against 179 s (2 threads), but another rounding, so another draw of the VAE:
+    # 33.0 dB held-out against 34.6, and demo runs with it drew lower prompt following than the
+    # default's (README, Status, stop 41), so it is off by default.
+    fused_kernels: bool = False
     # Intra-op threads while training (restored afterwards); null = torch's default. One is
     # fastest for this small network: measured 0.14 s/step with 1 thread against 5 s/step with
     # 2 on the 2-core machine with other jobs running.

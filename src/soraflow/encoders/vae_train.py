@@ -324,14 +324,18 @@ def _train_demo_vae(
         cfg.steps, cfg.batch_size, cfg.image_size, cfg.image_size,
     )
     bf16 = use_bf16_autocast(cfg.mixed_precision, torch.device("cpu"))
-    # Channels-last convolutions (oneDNN's fast layout on CPU) and the fused AdamW kernel, in
-    # fp32 as in bf16: demo step (16 crops, 2 threads) 0.051 s against 0.060 with contiguous
-    # tensors and the per-tensor optimiser (benchmarks/encoders_vae.py).
-    layout = torch.channels_last
+    # Channels-last convolutions (oneDNN's fast layout on CPU) in bf16, and in fp32 with
+    # fused_kernels, which also takes the fused AdamW kernel (see VAEDemoTrainConfig).
+    layout = torch.channels_last if bf16 or cfg.fused_kernels else torch.contiguous_format
     ae = ae.to(memory_format=layout)
-    if bf16:
-        logger.info("demo VAE: bf16 autocast (vae.demo_train.mixed_precision=%s)", cfg.mixed_precision)
-    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
+    if bf16 or cfg.fused_kernels:
+        logger.info(
+            "demo VAE: %s, channels-last convolutions%s", "bf16 autocast" if bf16 else "fp32",
+            ", fused AdamW" if cfg.fused_kernels else "",
+        )
+    opt = torch.optim.AdamW(
+        ae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=True if cfg.fused_kernels else None
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     losses: list[float] = []
     mses: list[float] = []
