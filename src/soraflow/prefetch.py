@@ -12,8 +12,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
-    """``map(fn, items)`` with up to ``ahead`` results computed in advance by ``workers`` threads.
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int | None = None) -> Iterator[R]:
+    """``map(fn, items)`` with up to ``ahead`` results (default ``2 * workers``) computed in
+    advance by ``workers`` threads.
 
     Results come in the order of ``items``; an exception raised by ``fn`` is raised where its
     result would have come. Pays off when ``fn`` releases the GIL (video decoding, torch ops)
@@ -23,6 +24,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
     if workers <= 1:
         yield from map(fn, items)
         return
+    ahead = 2 * workers if ahead is None else ahead
     it = iter(items)
     pending: deque[Future[R]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch") as pool:

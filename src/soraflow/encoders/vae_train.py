@@ -326,15 +326,16 @@ def _train_demo_vae(
     bf16 = use_bf16_autocast(cfg.mixed_precision, torch.device("cpu"))
     # Channels-last convolutions (oneDNN's fast layout on CPU) in bf16, and in fp32 with
     # fused_kernels, which also takes the fused AdamW kernel (see VAEDemoTrainConfig).
-    layout = torch.channels_last if bf16 or cfg.fused_kernels else torch.contiguous_format
+    channels_last = bf16 or cfg.fused_kernels
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     ae = ae.to(memory_format=layout)
-    if bf16 or cfg.fused_kernels:
+    if channels_last:
         logger.info(
             "demo VAE: %s, channels-last convolutions%s", "bf16 autocast" if bf16 else "fp32",
             ", fused AdamW" if cfg.fused_kernels else "",
         )
     opt = torch.optim.AdamW(
-        ae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=True if cfg.fused_kernels else None
+        ae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=cfg.fused_kernels or None
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     losses: list[float] = []

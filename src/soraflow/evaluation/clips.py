@@ -70,7 +70,7 @@ def load_clips(
         return decode_clip(path if path.is_absolute() else Path(root) / path, height, width, max_frames)
 
     paths = clips["path"].astype(str).tolist()
-    decoded = ordered_map(decode, paths, workers, ahead=2 * workers)
+    decoded = ordered_map(decode, paths, workers)
     return list(tqdm(decoded, total=len(paths), desc=desc, disable=not progress, mininterval=1.0))
 
 

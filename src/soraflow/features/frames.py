@@ -23,7 +23,7 @@ def sample_clip_frames(
     frames: list[np.ndarray] = []
     records = clips.to_dict("records")
     for clip_frames in tqdm(
-        ordered_map(partial(_clip_frames, per_clip=per_clip), records, workers=workers, ahead=2 * workers),
+        ordered_map(partial(_clip_frames, per_clip=per_clip), records, workers=workers),
         total=len(records), desc=desc, disable=not progress, mininterval=1.0,
     ):
         frames.extend(clip_frames)
