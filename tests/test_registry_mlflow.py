@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def test_bundle_carries_the_vae_and_the_chosen_weights(project, tmp_path) -> Non
     assert (raw / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()
 
 
-def test_champion_reproduces_in_a_fresh_process(project) -> None:
+def test_champion_reproduces_in_a_fresh_process(project, monkeypatch) -> None:
     import av
     import mlflow
     import pandas as pd
@@ -179,11 +180,14 @@ def test_champion_reproduces_in_a_fresh_process(project) -> None:
     # the download was removed once loaded (sampling happened after that), not left in the temp dir
     assert list(scratch.glob("soraflow-model-*")) == []
 
-    # the pyfunc flavour: prompt in, mp4 out
+    # the pyfunc flavour: prompt in, mp4 out (into a new temporary folder: kept under tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch.resolve()))
     model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion")
     out = model.predict(pd.DataFrame({"prompt": ["a red circle moving left"], "seed": [11], "num_frames": [4],
                                       "height": [16], "width": [16], "steps": [2]}), params=None)
     assert list(out["prompt"]) == ["a red circle moving left"]
+    assert Path(out["path"][0]).parent.name.startswith("soraflow-predict-")
+    assert Path(out["path"][0]).parent.parent == scratch.resolve()
     with av.open(out["path"][0]) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
     assert len(frames) == 4 and frames[0].shape == (128, 128, 3)
