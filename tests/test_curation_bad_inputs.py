@@ -162,3 +162,31 @@ def test_every_bad_input_lands_in_one_table(bad_corpus):
         with av.open(row.path) as c:
             assert sum(1 for _ in c.decode(video=0)) == row.num_frames
             assert c.streams.video[0].codec_context.name == "h264"
+
+
+def test_a_variable_rate_scene_is_truncated_by_its_timestamps(tmp_path):
+    """clips.max_seconds follows the frames' timestamps, not a frame count at the header's
+    average rate. Here 100 frames 40 ms apart, then 12 one second apart (about 7 frames/s on
+    average): a count of max_seconds x 7 frames would end the clip 2.8 s into the source,
+    where 10 s were asked for (the same holds the other way for AVIs with dropped frames,
+    whose header rate is above the frames': their clips ran past max_seconds)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pts = [40 * i for i in range(100)] + [4000 + 1000 * i for i in range(12)]
+    write_video(src / "burst.mp4", scene_frames(len(pts), 128, 96, 2, moving=False), pts_ms=pts)
+    pd.DataFrame({"path": [str(src / "burst.mp4")], "text": ["a red square, still"]}).to_csv(tmp_path / "manifest.csv", index=False)
+    cfg = _config(tmp_path)
+    cfg = cfg.model_copy(update={"clips": cfg.clips.model_copy(update={"min_seconds": 1.0, "max_seconds": 10.0})})
+    header_fps = probe_media(src / "burst.mp4").fps
+    assert 6.0 < header_fps < 8.0
+
+    (item, sha), = dedupe_sources(discover_inputs(cfg.input))[0]
+    tables = assemble_tables([curate_source(item, sha, cfg, tmp_path / "out" / ".work")], [], cfg.output, cfg.heldout_fraction)
+    assert len(tables.clips) == 1, tables.rejected[["stage", "reason"]].to_string()
+    clip = tables.clips.iloc[0]
+    # frames starting at most one header period before 10 s: the 100 dense ones and those at 4 ... 9 s
+    assert int(clip["num_frames"]) == 106 and int(clip["end_frame"]) == 106
+    seconds = clip["num_frames"] / clip["fps"]
+    assert 8.5 < seconds <= 10.0
+    with av.open(str(Path(cfg.output) / clip["path"])) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == 106

@@ -100,6 +100,7 @@ def get_scorers(config: CurateConfig):
 class _Scene:
     start: int
     frames: list[DecodedFrame] = field(default_factory=list)
+    full: bool = False  # reached clips.max_seconds: later frames of the scene are dropped
 
 
 @dataclass
@@ -162,13 +163,28 @@ class SourceCurator:
         self._out_size = out_size
         cutter = SceneCutter(cfg.scenes, fps) if is_video else None
         max_frames = max(1, int(math.floor(cfg.clips.max_seconds * fps + 1e-6))) if is_video else 1
+        # With timestamps, a scene is truncated where its frames' time says, not at a count of
+        # frames at the header's rate: variable-rate sources and AVIs with dropped frames hold
+        # fewer (or more) frames per second than that rate. The last frame kept starts at most
+        # one header frame period before max_seconds (for a constant rate: max_frames frames).
+        max_start = cfg.clips.max_seconds - 1.0 / fps if is_video else 0.0
         pending: deque[DecodedFrame] = deque()
         scene = _Scene(0)
         lag = cutter.lag if cutter else 0
 
         def commit(f: DecodedFrame) -> None:
-            if len(scene.frames) < max_frames:
+            if scene.full:
+                return
+            first = scene.frames[0].pts_seconds if scene.frames else f.pts_seconds
+            elapsed = f.pts_seconds - first if f.pts_seconds is not None and first is not None else None
+            if is_video and elapsed is not None and elapsed >= 0:
+                keep = elapsed <= max_start + 1e-6
+            else:  # no timestamps, or they went back (reordered or reset): count frames
+                keep = len(scene.frames) < max_frames
+            if keep:
                 scene.frames.append(f)
+            else:
+                scene.full = True
 
         t0 = time.perf_counter()
         busy = 0.0  # time spent on clips inside the decode loop, not decode/detect
