@@ -175,16 +175,17 @@ class SourceCurator:
         def commit(f: DecodedFrame) -> None:
             if scene.full:
                 return
-            first = scene.frames[0].pts_seconds if scene.frames else f.pts_seconds
-            elapsed = f.pts_seconds - first if f.pts_seconds is not None and first is not None else None
-            if is_video and elapsed is not None and elapsed >= 0:
-                keep = elapsed <= max_start + 1e-6
-            else:  # no timestamps, or they went back (reordered or reset): count frames
-                keep = len(scene.frames) < max_frames
-            if keep:
-                scene.frames.append(f)
-            else:
-                scene.full = True
+            if scene.frames:  # a scene keeps at least its first frame
+                first = scene.frames[0].pts_seconds
+                elapsed = f.pts_seconds - first if f.pts_seconds is not None and first is not None else None
+                if is_video and elapsed is not None and elapsed >= 0:
+                    keep = elapsed <= max_start + 1e-6
+                else:  # no timestamps, or they went back (reordered or reset): count frames
+                    keep = len(scene.frames) < max_frames
+                if not keep:
+                    scene.full = True
+                    return
+            scene.frames.append(f)
 
         t0 = time.perf_counter()
         busy = 0.0  # time spent on clips inside the decode loop, not decode/detect
