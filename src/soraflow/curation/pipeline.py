@@ -175,10 +175,10 @@ class SourceCurator:
         def commit(f: DecodedFrame) -> None:
             if scene.full:
                 return
-            if scene.frames:  # a scene keeps at least its first frame
+            if scene.frames:  # a scene keeps at least its first frame (a still image only that)
                 first = scene.frames[0].pts_seconds
                 elapsed = f.pts_seconds - first if f.pts_seconds is not None and first is not None else None
-                if is_video and elapsed is not None and elapsed >= 0:
+                if elapsed is not None and elapsed >= 0:
                     keep = elapsed <= max_start + 1e-6
                 else:  # no timestamps, or they went back (reordered or reset): count frames
                     keep = len(scene.frames) < max_frames
