@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from soraflow.config_base import ConfigError, parse_model
 from soraflow.curation.scores import ScoresConfig, load_scorers, sample_indices, score_clip
-from soraflow.curation.scores.motion import working_size
+from soraflow.curation.scores.motion import analyse_flow, working_size
 from soraflow.curation.scores.sampling import clip_positions, flow_pair_positions, middle_position
 
 # OCR is not under test here: keep it off so these tests stay fast
@@ -150,6 +151,29 @@ def test_single_frame_clip_has_no_motion_value(scorers):
     frames = _clip("static", 1, (64, 64))
     row = score_clip(frames, [0], 24.0, None, scorers, CFG)
     assert math.isnan(row["motion"]) and row["camera_motion"] is None
+
+
+def test_flow_statistics_are_the_same_for_any_buffer_and_thread():
+    """The same flow gives the same scores bit for bit (clips.parquet's DVC hash depends on it).
+
+    cv2.magnitude (IPP) rounded a third of the pixels one ulp off, differently by buffer
+    alignment: a demo clip's ``motion`` read 2.6580138206481934 or 2.658013900121053.
+    """
+    rng = np.random.default_rng(3)
+    for u, v in (rng.normal(size=(40, 2)) * 3).astype(np.float32):  # uniform fields: p90 is |(u, v)|
+        exact = np.float32(math.hypot(float(u), float(v)))  # |(u, v)| rounded once to float32
+        assert analyse_flow(np.broadcast_to(np.float32([u, v]), (64, 80, 2)), 1).p90 == exact
+    flow = (rng.normal(size=(240, 320, 2)) * 3).astype(np.float32)
+    ref = analyse_flow(flow, 2)
+    results = []
+    for offset in range(16):  # the same field at every float offset of a 64-byte line
+        buf = np.empty(flow.size + 16, np.float32)
+        moved = buf[offset : offset + flow.size].reshape(flow.shape)
+        moved[...] = flow
+        results.append(analyse_flow(moved, 2))
+    with ThreadPoolExecutor(2) as pool:  # the curation's task runner scores clips in threads
+        results += list(pool.map(lambda _: analyse_flow(flow.copy(), 2), range(8)))
+    assert all(r == ref for r in results)
 
 
 def test_farneback_agrees_with_dis(scorers):

@@ -205,7 +205,7 @@ def texture_mask(gray: np.ndarray, grad_min: float, radius: int) -> np.ndarray:
     """
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    strong = (cv2.magnitude(gx, gy) >= 8.0 * grad_min).astype(np.uint8)  # Sobel 3x3 gain is 8
+    strong = (np.hypot(gx, gy) >= 8.0 * grad_min).astype(np.uint8)  # Sobel 3x3 gain is 8
     if radius > 0:
         strong = cv2.dilate(strong, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1)))
     return strong.astype(bool)
@@ -217,9 +217,14 @@ def analyse_flow(flow: np.ndarray, gap: int, textured: np.ndarray | None = None,
     The mean magnitude uses every pixel; the percentile, medians and zoom fit use a regular
     ``stride`` x ``stride`` subgrid (medians over 65k pixels cost 10x the flow itself). For the
     camera statistics, pixels outside ``textured`` vote for "no motion" (flow 0).
+
+    Magnitudes come from ``np.hypot`` (correctly rounded), not ``cv2.magnitude``: OpenCV's
+    IPP kernel is off by one ulp on about a third of the pixels, and which ones depends on the
+    buffers' memory alignment, so the same flow gave scores differing in the last digits from
+    run to run (and ``clips.parquet`` a different hash for DVC).
     """
     f = flow.astype(np.float32, copy=False)
-    mag = cv2.magnitude(np.ascontiguousarray(f[..., 0]), np.ascontiguousarray(f[..., 1])) / float(gap)
+    mag = np.hypot(f[..., 0], f[..., 1]) / float(gap)
     h, w = mag.shape
     sub = f[stride // 2 :: stride, stride // 2 :: stride] / float(gap)
     if textured is not None:
