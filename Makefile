@@ -15,7 +15,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # its own count (vae.demo_train.threads: 2, 0.080 s/step vs 0.110 on 1). Override for big models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-fast test-slow ui readme-grid clean-outputs
+.PHONY: install demo test test-fast test-slow ui readme-grid
 
 # --no-cache-dir: the venv alone is 7.3 GB (torch's CUDA wheels), and a CI machine once ran out
 # of disk during this install; pip's wheel cache would only add to it.

@@ -21,8 +21,9 @@ Running on a Dask cluster::
     #   (`dvc exp run -S curate.task_runner=dask -S curate.dask_address=...` for the DVC stage)
 
 Workers load the scoring models once per process and write each source's result under
-``<output>/.work/`` (temp folder, then rename), so a killed run restarted with the same params
-redoes only the sources that had not finished, on any worker.
+``curate.work_dir`` (default ``<output>/.work/``; temp folder, then rename), so a killed run
+restarted with the same params redoes only the sources that had not finished, on any worker.
+``metrics.json`` and ``validation/`` go to ``curate.report_dir`` (default ``<output>``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 from soraflow.config import load_params
 from soraflow.curation.config import CurateConfig
 from soraflow.curation.inputs import SourceItem
-from soraflow.curation.pipeline import SourceOutcome, clean_stale_tmp, curate_source
+from soraflow.curation.pipeline import SourceOutcome, clean_stale_tmp, curate_source, prune_work
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def curate_flow(
     logger = get_run_logger()
     params, cfg = resolve_config(params_path, input, output, overrides)
     out = Path(cfg.output)
-    work_root = out / ".work"
+    work_root = cfg.work_root()
+    reports = cfg.report_root()
     t0 = time.perf_counter()
     items = discover_inputs(cfg.input)
     sources, problems = dedupe_sources(items)
@@ -129,6 +131,9 @@ def curate_flow(
         # Keep input order (as_completed yields in finishing order).
         outcomes = [f.result() for f in futures]
         tables = assemble_tables(outcomes, problems, out, cfg.heldout_fraction)
+        pruned = prune_work(work_root, {o.work_dir for o in outcomes})
+        if pruned:
+            logger.info("removed %d work folders no source of this run uses (%s)", pruned, work_root)
         elapsed = time.perf_counter() - t0
         metrics = run_metrics(tables)
         metrics.update(_work_metrics(outcomes, tables, elapsed))
@@ -136,12 +141,13 @@ def curate_flow(
         if cfg.validation.enabled:
             from soraflow.curation.validation import validate_clips
 
-            report = validate_clips(tables.clips, out, cfg.validation.min_rows, cfg.validation.data_docs)
+            report = validate_clips(tables.clips, reports, cfg.validation.min_rows, cfg.validation.data_docs)
             metrics["validation_success"] = float(report.success)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         _log_missing(tables, logger)
         if track:
-            _log_mlflow(tables, metrics, report, out)
+            _log_mlflow(tables, metrics, report, reports)
         logger.info("curate: %d clips kept, %d rows rejected in %.1f s", len(tables.clips), len(tables.rejected), elapsed)
         if report is not None and not report.success:
             from soraflow.curation.validation import ValidationFailed
@@ -178,7 +184,7 @@ def _log_missing(tables, logger) -> None:
                        missing.get(rule.split("_")[0], "not computed"))
 
 
-def _log_mlflow(tables, metrics: dict[str, float], report, out: Path) -> None:
+def _log_mlflow(tables, metrics: dict[str, float], report, reports: Path) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
@@ -198,7 +204,7 @@ def _log_mlflow(tables, metrics: dict[str, float], report, out: Path) -> None:
         plt.close(fig)
     if report is not None:
         mlflow.log_artifacts(report.folder, "curate/validation")
-    mlflow.log_artifact(str(out / "metrics.json"), "curate")
+    mlflow.log_artifact(str(reports / "metrics.json"), "curate")
 
 
 def run_curate(

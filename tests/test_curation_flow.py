@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def _params(tmp_path: Path, corpus: Path, out: Path) -> Path:
 
 
 def test_flow_on_small_demo_corpus(small_corpus, tmp_path, prefect_harness, mlflow_store, monkeypatch):
-    import json
-
     import mlflow
 
     from flows.curate import run_curate
@@ -99,6 +98,50 @@ def test_flow_on_small_demo_corpus(small_corpus, tmp_path, prefect_harness, mlfl
     again = run_curate(str(params), track=False)
     assert again["sources_processed"] == 1 and again["sources_cached"] == 6
     pd.testing.assert_frame_equal(clips, pd.read_parquet(out / "clips.parquet"))
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_output_is_the_same_bytes_when_curation_runs_again(small_corpus, tmp_path, prefect_harness, monkeypatch):
+    """With the work and report folders outside the output (params.yaml's DVC layout), the output
+    holds only clips and tables, and a second run, cached or from scratch, writes the same bytes:
+    DVC then sees an unchanged ``data/curated`` and skips every later stage."""
+    from flows.curate import run_curate
+
+    monkeypatch.chdir(tmp_path)
+    out, reports = tmp_path / "curated", tmp_path / "reports"
+    params = tmp_path / "params.yaml"
+
+    def curate(work: Path) -> dict:
+        params.write_text(yaml.safe_dump({"curate": {
+            "input": str(small_corpus / "raw"), "output": str(out), "workers": 2,
+            "work_dir": str(work), "report_dir": str(reports),
+        }}))
+        return run_curate(str(params), track=False)
+
+    first = curate(tmp_path / "work")
+    digest = _tree_digest(out)
+    assert {p.split("/")[0] for p in digest} == {"clips", "clips.parquet", "rejected.parquet"}
+    assert first["sources_processed"] == 7 and len(list((out / "clips").iterdir())) == first["clips_kept"] > 0
+    assert (reports / "validation" / "summary.txt").read_text().startswith("clips.parquet validation: PASSED")
+    assert json.loads((reports / "metrics.json").read_text())["clips_kept"] == first["clips_kept"]
+
+    stale = tmp_path / "work" / "0123456789abcdef-000000000000"  # a source of an earlier input
+    stale.mkdir()
+    shutil.rmtree(out)  # DVC deletes a stage's outputs before running it; the work folder stays
+    cached = curate(tmp_path / "work")
+    assert cached["sources_cached"] == 7 and cached["sources_processed"] == 0
+    assert _tree_digest(out) == digest
+    assert not stale.exists() and len(list((tmp_path / "work").iterdir())) == 7
+
+    shutil.rmtree(out)
+    fresh = curate(tmp_path / "work2")  # every source decoded, scored and encoded again
+    assert fresh["sources_processed"] == 7
+    assert _tree_digest(out) == digest
 
 
 def test_validation_failure_is_readable(small_corpus, tmp_path):
@@ -151,8 +194,6 @@ def test_validation_data_docs_with_relative_output(small_corpus, tmp_path, monke
 @pytest.mark.slow
 def test_ground_truth_on_full_demo_corpus(tmp_path):
     """The issue's acceptance figures on the default demo corpus (48 videos, 6 stills)."""
-    import json
-
     from soraflow.curation.config import CurateConfig
     from soraflow.curation.inputs import dedupe_sources, discover_inputs
     from soraflow.curation.pipeline import curate_source

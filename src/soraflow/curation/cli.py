@@ -30,8 +30,10 @@ def curate_command(
     """Curate videos into training clips: probe, scene cuts, scores, captions, filters, validation.
 
     Writes OUTPUT/clips.parquet (kept clips, Open-Sora columns), OUTPUT/rejected.parquet (every
-    dropped file or clip with its reason), the clip files under OUTPUT/clips/ and a validation
-    report under OUTPUT/validation/. Re-running after an interruption redoes only unfinished files.
+    dropped file or clip with its reason) and the clip files under OUTPUT/clips/; metrics.json and
+    the validation report (validation/) under curate.report_dir (default OUTPUT). Each file's
+    result is kept under curate.work_dir (default OUTPUT/.work), so re-running after an
+    interruption redoes only unfinished files; work folders this run did not use are removed.
     """
     from flows.curate import run_curate
     from soraflow.curation.validation import ValidationFailed

@@ -10,6 +10,7 @@ A filter threshold left empty (``null``) does not filter.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -136,6 +137,17 @@ class CurateConfig(StrictModel):
     #: A folder (walked recursively) or a CSV/parquet manifest with ``path`` and optional ``text``.
     input: str = "data/demo/raw"
     output: str = "data/curated"
+    #: Per-source results, the resume cache (null: ``<output>/.work``). Under DVC it lives outside
+    #: the stage's output: DVC deletes an output before re-running its stage, so an interrupted
+    #: ``dvc repro`` resumes only from a folder elsewhere, and the output's hash then depends on
+    #: the curated clips and tables alone. Folders of sources or settings that a finished run did
+    #: not use are removed after it.
+    work_dir: str | None = None
+    #: ``metrics.json`` (counts and timings) and ``validation/`` (great-expectations result and
+    #: data docs, with their run ids) (null: ``<output>``). Kept apart from the clips and tables
+    #: under DVC, so that re-running curation on the same videos leaves ``output`` byte for byte
+    #: the same and DVC skips every later stage.
+    report_dir: str | None = None
     scenes: ScenesConfig = ScenesConfig()
     clips: ClipsConfig = ClipsConfig()
     scores: ScoresConfig = ScoresConfig()
@@ -151,6 +163,14 @@ class CurateConfig(StrictModel):
     #: Share of source contents (not clips) in the held-out split: exactly ``round(share x n)``
     #: of the n sources, chosen by content hash (``curation.tables.assign_splits``).
     heldout_fraction: float = Field(0.15, ge=0.0, le=1.0)
+
+    def work_root(self) -> Path:
+        """Where per-source results go (:attr:`work_dir`, or ``<output>/.work``)."""
+        return Path(self.work_dir) if self.work_dir else Path(self.output) / ".work"
+
+    def report_root(self) -> Path:
+        """Where ``metrics.json`` and ``validation/`` go (:attr:`report_dir`, or ``output``)."""
+        return Path(self.report_dir) if self.report_dir else Path(self.output)
 
     def processing_key(self) -> str:
         """JSON of the settings that change a source file's result (cache key of its work folder).

@@ -467,6 +467,24 @@ def curate_source(item: SourceItem, sha256: str, config: CurateConfig, work_root
     return SourceOutcome(str(final), False, len(cur.kept), len(cur.rejected))
 
 
+def prune_work(work_root: str | Path, keep: set[str]) -> int:
+    """Remove the finished source folders under ``work_root`` other than ``keep`` (their paths).
+
+    Called after a run that assembled its tables: folders of sources no longer in the input, or
+    of other curation settings, would otherwise pile up in a work folder that outlives its runs.
+    Returns how many were removed.
+    """
+    root = Path(work_root)
+    kept = {Path(p).resolve() for p in keep}
+    n = 0
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and not p.name.startswith(".tmp-") and p.resolve() not in kept:
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+    return n
+
+
 def clean_stale_tmp(work_root: str | Path) -> int:
     """Remove ``.tmp-*`` folders left by a killed run; returns how many were removed."""
     root = Path(work_root)
