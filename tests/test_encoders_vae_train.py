@@ -118,6 +118,16 @@ def test_training_reduces_loss_and_saves_a_loadable_vae(trained) -> None:
     assert r.psnr > float(psnr(torch.zeros_like(originals), originals).mean()) + 1
 
 
+def test_the_same_training_writes_the_same_folder(tmp_path) -> None:
+    """Byte for byte (DVC hashes ``models/vae``; a changed hash re-runs every later stage)."""
+    frames = list(synthetic_frames(24, 16, seed=2, backgrounds=("plain",)))
+    cfg = VAEDemoTrainConfig(**{**TINY, "steps": 10})
+    folders = [train_demo_vae(frames, cfg, tmp_path / name, progress=False).path for name in ("a", "b")]
+    files = [{p.name: p.read_bytes() for p in sorted(f.iterdir())} for f in folders]
+    assert set(files[0]) == {"config.json", "diffusion_pytorch_model.safetensors", "training.json"}
+    assert files[0] == files[1]
+
+
 def test_scaled_latents_have_unit_scale(trained) -> None:
     _, r = trained
     vae = VideoVAE.from_pretrained(str(r.path))

@@ -177,6 +177,9 @@ def _sample_batch(frames: Sequence[torch.Tensor], size: int, batch_size: int, ge
 # ----------------------------------------------------------------------------- training
 
 
+_WALL_TIMES = ("seconds", "total_seconds")
+
+
 @dataclass
 class VAETrainResult:
     """What :func:`train_demo_vae` produced; ``metrics()`` is ready for ``mlflow.log_metrics``."""
@@ -411,7 +414,10 @@ def _train_demo_vae(
         reconstructions=recons[:num_examples],
     )
     result.total_seconds = time.perf_counter() - t_start
-    info = {k: v for k, v in result.__dict__.items() if isinstance(v, (int, float))}
+    # No wall times in the model folder: the same training must write the same bytes, or DVC sees
+    # a new ``models/vae`` after every re-run and redoes every later stage (the times go to
+    # metrics/vae.json and MLflow through ``result``).
+    info = {k: v for k, v in result.__dict__.items() if isinstance(v, (int, float)) and k not in _WALL_TIMES}
     info["config"] = cfg.model_dump(mode="json")
     (output_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     logger.info(
