@@ -472,7 +472,12 @@ def evaluate_on_clips(
 
 
 def save_classifier(model: AttributeClassifier, folder: str | Path, report: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` (and ``report.json``) into ``folder``."""
+    """Write ``config.json``, ``model.safetensors`` (and ``report.json``) into ``folder``.
+
+    The report's wall time (``seconds``) stays out of the folder: the same training must write the
+    same bytes, or DVC sees a new ``models/eval_classifier`` after every re-run and redoes every
+    stage after it (the time goes to metrics/eval_classifier.json and MLflow).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -480,7 +485,8 @@ def save_classifier(model: AttributeClassifier, folder: str | Path, report: dict
     (folder / "config.json").write_text(json.dumps(asdict(model.spec), indent=2))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     if report is not None:
-        (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float))
+        kept = {k: v for k, v in report.items() if k != "seconds"}
+        (folder / "report.json").write_text(json.dumps(kept, indent=2, sort_keys=True, default=float))
     return folder
 
 
