@@ -100,17 +100,12 @@ def test_flow_on_small_demo_corpus(small_corpus, tmp_path, prefect_harness, mlfl
     pd.testing.assert_frame_equal(clips, pd.read_parquet(out / "clips.parquet"))
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
-    import hashlib
-
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_output_is_the_same_bytes_when_curation_runs_again(small_corpus, tmp_path, prefect_harness, monkeypatch):
     """With the work and report folders outside the output (params.yaml's DVC layout), the output
     holds only clips and tables, and a second run, cached or from scratch, writes the same bytes:
     DVC then sees an unchanged ``data/curated`` and skips every later stage."""
     from flows.curate import run_curate
+    from soraflow.tracking import hash_paths  # names and bytes of every file under the folder
 
     monkeypatch.chdir(tmp_path)
     out, reports = tmp_path / "curated", tmp_path / "reports"
@@ -124,8 +119,8 @@ def test_output_is_the_same_bytes_when_curation_runs_again(small_corpus, tmp_pat
         return run_curate(str(params), track=False)
 
     first = curate(tmp_path / "work")
-    digest = _tree_digest(out)
-    assert {p.split("/")[0] for p in digest} == {"clips", "clips.parquet", "rejected.parquet"}
+    digest = hash_paths([out])
+    assert {p.name for p in out.iterdir()} == {"clips", "clips.parquet", "rejected.parquet"}
     assert first["sources_processed"] == 7 and len(list((out / "clips").iterdir())) == first["clips_kept"] > 0
     assert (reports / "validation" / "summary.txt").read_text().startswith("clips.parquet validation: PASSED")
     assert json.loads((reports / "metrics.json").read_text())["clips_kept"] == first["clips_kept"]
@@ -135,13 +130,13 @@ def test_output_is_the_same_bytes_when_curation_runs_again(small_corpus, tmp_pat
     shutil.rmtree(out)  # DVC deletes a stage's outputs before running it; the work folder stays
     cached = curate(tmp_path / "work")
     assert cached["sources_cached"] == 7 and cached["sources_processed"] == 0
-    assert _tree_digest(out) == digest
+    assert hash_paths([out]) == digest
     assert not stale.exists() and len(list((tmp_path / "work").iterdir())) == 7
 
     shutil.rmtree(out)
     fresh = curate(tmp_path / "work2")  # every source decoded, scored and encoded again
     assert fresh["sources_processed"] == 7
-    assert _tree_digest(out) == digest
+    assert hash_paths([out]) == digest
 
 
 def test_validation_failure_is_readable(small_corpus, tmp_path):
