@@ -7,7 +7,8 @@ Run from a checkout where the pipeline ran up to ``features`` (``dvc repro featu
 
 Each configuration launches the real worker (``python -m torch.distributed.run`` for more than
 one process, gloo on CPU) with the params file plus overrides, for ``--steps`` steps into a
-temporary folder, then reads rank 0's ``metrics.jsonl``. Figures are medians over the logged
+temporary folder, then reads rank 0's ``SORAFLOW_METRICS`` lines from its output (the
+``metrics.jsonl`` in the model folder leaves the speed figures out). Figures are medians over the logged
 windows (``--log-every`` steps each; 1 = every step) after ``--warmup`` steps: samples/s and
 tokens/s over all ranks, and ``data_wait_frac`` (the share of step time spent waiting for the
 next batch; the target with the cache is under 5%).
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from soraflow.training.metrics import parse_metrics_line
 
 
 def run(mode: str, procs: int, args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -54,7 +57,7 @@ def run(mode: str, procs: int, args: argparse.Namespace, out: Path) -> dict[str,
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{mode} x{procs} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [{"step": step, **m} for step, m in filter(None, map(parse_metrics_line, proc.stdout.splitlines()))]
     rows = [r for r in rows if r["step"] > args.warmup]
     med = lambda key: statistics.median(r[key] for r in rows if key in r)  # noqa: E731
     return {

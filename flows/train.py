@@ -29,7 +29,7 @@ def loss_curve_figure(history: dict[int, dict[str, float]]):
     steps = sorted(history)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, [history[s].get("loss", float("nan")) for s in steps], label="loss")
-    for key in sorted({k for m in history.values() for k in m if k.startswith("loss_t")}):
+    for key in sorted({k for m in history.values() for k in m if k.startswith("loss_by_t/")}):
         ax.plot(steps, [history[s].get(key, float("nan")) for s in steps], label=key, alpha=0.6)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
@@ -91,7 +91,7 @@ def train_flow(
     from soraflow.tracking import stage_run
     from soraflow.training.cli import worker_args
     from soraflow.training.launch import launch_torchrun
-    from soraflow.training.metrics import read_metrics_file
+    from soraflow.training.metrics import is_run_measurement, read_metrics_file, write_curves
     from soraflow.training.worker import load_params_with_overrides
 
     logger = get_run_logger()
@@ -107,7 +107,13 @@ def train_flow(
     out = Path(cfg.output)
     with stage_run("train", params, params_path=params_path, log_system_metrics=True):
         mlflow.set_tags({"soraflow.world_size": str(cfg.nproc_per_node * cfg.nnodes), "soraflow.builder": builder})
-        launch_torchrun(cfg, args, logger, on_metrics=lambda step, m: mlflow.log_metrics(_finite(m), step=step))
+        latest: dict[str, float] = {}  # the speed figures stay out of metrics.jsonl: keep the last ones seen
+
+        def on_metrics(step: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics(_finite(metrics), step=step)
+            latest.update({k: v for k, v in metrics.items() if is_run_measurement(k)})
+
+        launch_torchrun(cfg, args, logger, on_metrics=on_metrics)
         history = read_metrics_file(out / "metrics.jsonl")
         final = out / "final"
         (final / "encoders.json").write_text(json.dumps(encoder_references(params), indent=2))
@@ -116,8 +122,8 @@ def train_flow(
         if history:
             mlflow.log_figure(loss_curve_figure(history), "loss_curve.png")
         last = history[max(history)] if history else {}
-        summary = {"final_step": float(max(history) if history else 0), **_finite(last)}
-        Path("metrics").mkdir(exist_ok=True)
+        summary = {"final_step": float(max(history) if history else 0), **_finite(last), **_finite(latest)}
+        write_curves(history, "metrics")
         keep = ("final_step", "loss", "samples_per_s", "tokens_per_s", "data_wait_frac")
         Path("metrics/train.json").write_text(
             json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, sort_keys=True)

@@ -25,6 +25,7 @@ from soraflow.training.checkpoint import (
     remove_stale_temp,
     resolve_resume,
     save_checkpoint,
+    write_weights,
 )
 from soraflow.training.rng import capture_rng, restore_rng
 
@@ -54,6 +55,25 @@ def test_round_trip_and_layout(tmp_path):
     assert state["step"] == 20
     assert isinstance(state["ranks"][0]["rng"]["torch"], torch.Tensor)
     assert not any(p.name.startswith(".tmp") for p in checkpoints_dir(tmp_path).iterdir())
+
+
+def test_weights_files_with_the_same_contents_are_the_same_bytes(tmp_path):
+    """safetensors writes metadata in a hash map's order, drawn afresh per map: eight writes of
+    the same weights with four metadata keys gave several different files before the keys were
+    sorted. Tensors, offsets and metadata read back unchanged."""
+    from safetensors import safe_open
+
+    meta = {"step": "20", "format": "soraflow-train-1", "ema_decay": "0.9999", "note": "é"}
+    files = []
+    for i in range(8):
+        write_weights(tmp_path / f"w{i}.safetensors", weights(3), meta)
+        files.append((tmp_path / f"w{i}.safetensors").read_bytes())
+    assert len(set(files)) == 1
+    header = files[0][8 : 8 + int.from_bytes(files[0][:8], "little")]
+    assert header.startswith(b'{"__metadata__":{"ema_decay":"0.9999","format":"soraflow-train-1","note":')
+    with safe_open(tmp_path / "w0.safetensors", "pt") as f:
+        assert f.metadata() == meta
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in weights(3).items())
 
 
 def test_half_written_folders_are_ignored_and_cleaned(tmp_path):

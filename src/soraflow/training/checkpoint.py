@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,29 @@ def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    save_file(_cpu_copy(state_dict), str(path), metadata=metadata)
+    """A safetensors file whose bytes depend only on the tensors and ``metadata``."""
+    with open(path, "wb") as f:
+        f.write(sorted_metadata(save(_cpu_copy(state_dict), metadata=metadata)))
+
+
+def sorted_metadata(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its ``__metadata__`` keys in sorted order.
+
+    safetensors writes the metadata from a Rust ``HashMap``, whose order is drawn per process:
+    the same weights with two metadata keys (``step``, ``format``) came out as two different
+    files, so DVC saw a new model folder whenever training ran again. The sorted JSON object
+    has the same length, so the header keeps its size and every tensor its offset."""
+    size = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + size]
+    meta = json.loads(header).get("__metadata__")
+    if not meta or len(meta) < 2:
+        return data
+    start = header.find(b'"__metadata__":') + len(b'"__metadata__":')
+    end = start + len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
+    canonical = json.dumps(dict(sorted(meta.items())), separators=(",", ":"), ensure_ascii=False).encode()
+    if start < len(b'"__metadata__":') or json.loads(header[start:end]) != meta or len(canonical) != end - start:
+        return data  # not the layout safetensors writes: leave the file as it is
+    return data[: 8 + start] + canonical + data[8 + end :]
 
 
 def save_checkpoint(

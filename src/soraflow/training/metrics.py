@@ -9,6 +9,10 @@ rank's own and the sums over ranks are taken at log steps only. Metric names are
 ``lr``, ``grad_norm``, ``samples_per_s``, ``tokens_per_s``, ``peak_memory_mb`` (CUDA max
 allocated, or the process's peak RSS on CPU), ``data_wait_frac`` (share of wall time spent
 waiting for batches), ``epoch``.
+
+The speed and memory figures (:func:`is_run_measurement`) differ every time the same run runs;
+the step log in the model folder leaves them out, so that folder is the same bytes for the same
+training (DVC then skips the stages after it); they reach MLflow and ``metrics/train.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ from soraflow.training.distributed import DistContext, all_gather_object, all_re
 QUARTERS = 4
 # Layout of the per-step vector: loss sum, samples, tokens, then (sum, count) per quarter.
 _VEC_LEN = 3 + 2 * QUARTERS
+
+
+#: Figures of the machine and the hour, not of the maths (evaluation hooks add ``.../seconds``).
+RUN_MEASUREMENTS = frozenset({"samples_per_s", "tokens_per_s", "data_wait_frac", "peak_memory_mb"})
+
+
+def is_run_measurement(name: str) -> bool:
+    """True for a speed or memory figure (wall-clock rates, waits, peak memory, durations)."""
+    return name in RUN_MEASUREMENTS or name.endswith("/seconds")
 
 
 def metric_name(bucket: Any) -> str:
@@ -164,3 +177,35 @@ def read_metrics_file(path: str | Path) -> dict[int, dict[str, float]]:
             step = int(data.pop("step"))
             out[step] = data
     return dict(sorted(out.items()))
+
+
+#: The step-log columns of ``metrics/train_loss.csv`` and ``metrics/train_prompt_checks.csv``.
+LOSS_COLUMNS = ("loss", "lr", "grad_norm")
+PROMPT_COLUMNS = ("color_accuracy", "shape_accuracy", "direction_accuracy")
+
+
+def write_curves(history: dict[int, dict[str, float]], folder: str | Path) -> list[Path]:
+    """The step log as two CSV files for ``dvc plots`` (x = step): ``train_loss.csv`` (loss,
+    lr, gradient norm at every logged step) and ``train_prompt_checks.csv`` (the prompt-following
+    accuracies at the steps that measured them; only the header when none did)."""
+    import csv
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "train_loss.csv": (LOSS_COLUMNS, ""),
+        "train_prompt_checks.csv": (PROMPT_COLUMNS, "prompt/"),
+    }
+    written = []
+    for name, (columns, prefix) in tables.items():
+        path = folder / name
+        with path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(("step", *columns))
+            for step in sorted(history):
+                row = [history[step].get(prefix + c) for c in columns]
+                if all(v is not None for v in row):
+                    out.writerow((step, *(repr(float(v)) for v in row)))
+        written.append(path)
+    return written
+

@@ -3,7 +3,8 @@
 The worker reads params (plus command-line overrides), joins the process group, builds the
 model/data/loss with one builder function and calls :func:`soraflow.training.loop.train`.
 Rank 0 prints a ``SORAFLOW_METRICS {...}`` line per logged step (the launcher turns them into
-callbacks) and appends it to ``<output>/metrics.jsonl``.
+callbacks) and appends its values except the speed and memory figures to ``<output>/metrics.jsonl``
+(the same training writes the same file; see :mod:`soraflow.training.metrics`).
 
 Exit codes: 0 done, 2 bad configuration, 3 non-finite loss (the message names the step and
 the last good checkpoint).
@@ -26,7 +27,7 @@ from soraflow.config_base import ConfigError, parse_model, read_yaml
 from soraflow.training.components import Components
 from soraflow.training.distributed import DistContext, cleanup_distributed, init_distributed
 from soraflow.training.loop import NonFiniteLossError, train
-from soraflow.training.metrics import format_metrics_line
+from soraflow.training.metrics import format_metrics_line, is_run_measurement
 from soraflow.training.rng import seed_everything
 from soraflow.training.toy import build_toy_components
 from soraflow.yaml12 import load_yaml
@@ -118,14 +119,16 @@ def load_params_with_overrides(path: str | Path, overrides: dict[str, Any]) -> A
 
 
 def metrics_writer(output: Path) -> Callable[[int, dict[str, float]], None]:
+    """Print every metric of a logged step; append the ones the maths determines to the step log."""
     output.mkdir(parents=True, exist_ok=True)
     path = output / "metrics.jsonl"
 
     def write(step: int, metrics: dict[str, float]) -> None:
         line = format_metrics_line(step, metrics)
         print(line, flush=True)
+        kept = {k: v for k, v in metrics.items() if not is_run_measurement(k)}
         with path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
+            f.write(json.dumps({"step": step, **kept}, sort_keys=True) + "\n")
 
     return write
 
