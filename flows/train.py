@@ -20,25 +20,6 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def loss_curve_figure(history: dict[int, dict[str, float]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = sorted(history)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [history[s].get("loss", float("nan")) for s in steps], label="loss")
-    for key in sorted({k for m in history.values() for k in m if k.startswith("loss_by_t/")}):
-        ax.plot(steps, [history[s].get(key, float("nan")) for s in steps], label=key, alpha=0.6)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def encoder_references(params) -> dict[str, Any]:
     """What a sampler needs besides the STDiT2 weights: the frozen encoders it was trained with."""
     return {
@@ -91,6 +72,7 @@ def train_flow(
     from soraflow.tracking import stage_run
     from soraflow.training.cli import worker_args
     from soraflow.training.launch import launch_torchrun
+    from soraflow.training.figures import loss_curve_figure
     from soraflow.training.metrics import is_run_measurement, read_metrics_file, write_curves
     from soraflow.training.worker import load_params_with_overrides
 
