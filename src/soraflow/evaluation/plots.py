@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["confusion_figure", "loss_by_timestep_figure", "sample_grid_figure"]
+__all__ = ["confusion_figure", "loss_by_timestep_figure", "log_lines_figure", "sample_grid_figure"]
 
 
 def _plt():
@@ -43,20 +43,27 @@ def confusion_figure(tables: dict[str, pd.DataFrame], title: str = "prompt follo
     return fig
 
 
-def loss_by_timestep_figure(by_timestep: pd.DataFrame, by_bucket_table: pd.DataFrame | None = None):
-    """Held-out loss against the timestep (overall, and per bucket when given the long table)."""
+def log_lines_figure(lines: Sequence[tuple[Sequence[float], Sequence[float], str, dict]], xlabel: str, ylabel: str):
+    """Curves ``(x, y, label, plot kwargs)`` on one axis with a log-scale y (loss curves)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(by_timestep["timestep"], by_timestep["loss"], marker="o", label="all buckets")
-    if by_bucket_table is not None and by_bucket_table["bucket"].nunique() > 1:
-        for name, g in by_bucket_table.groupby("bucket"):
-            ax.plot(g["timestep"], g["loss"], alpha=0.5, label=name.replace("heldout_loss_", ""))
-    ax.set_xlabel("timestep")
-    ax.set_ylabel("held-out loss")
+    for x, y, label, style in lines:
+        ax.plot(x, y, label=label, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def loss_by_timestep_figure(by_timestep: pd.DataFrame, by_bucket_table: pd.DataFrame | None = None):
+    """Held-out loss against the timestep (overall, and per bucket when given the long table)."""
+    lines = [(by_timestep["timestep"], by_timestep["loss"], "all buckets", {"marker": "o"})]
+    if by_bucket_table is not None and by_bucket_table["bucket"].nunique() > 1:
+        for name, g in by_bucket_table.groupby("bucket"):
+            lines.append((g["timestep"], g["loss"], name.replace("heldout_loss_", ""), {"alpha": 0.5}))
+    return log_lines_figure(lines, "timestep", "held-out loss")
 
 
 def sample_grid_figure(videos: np.ndarray, titles: Sequence[str], max_frames: int = 8, scale: int = 4):
