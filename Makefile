@@ -15,7 +15,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # its own count (vae.demo_train.threads: 2, 0.080 s/step vs 0.110 on 1). Override for big models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-fast test-slow ui readme-grid
+.PHONY: install demo test test-fast test-slow ui plots readme-grid
 
 # --no-cache-dir: the venv alone is 7.3 GB (torch's CUDA wheels), and a CI machine once ran out
 # of disk during this install; pip's wheel cache would only add to it.
@@ -45,6 +45,10 @@ test-slow: $(STAMP)
 ## MLflow UI on http://127.0.0.1:5000 over the local tracking database.
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI) --default-artifact-root $(CURDIR)/mlartifacts
+
+## DVC's plots of the last run (training loss, prompt checks, held-out loss, confusions) in dvc_plots/index.html.
+plots: $(STAMP)
+	$(BIN)/dvc plots show
 
 ## Refresh the README's sample grid from the last `make demo` (data/samples/grid.gif, captioned).
 readme-grid:
