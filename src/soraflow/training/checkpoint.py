@@ -161,9 +161,9 @@ def write_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dic
 def sorted_metadata(data: bytes) -> bytes:
     """``data`` (a safetensors file) with its ``__metadata__`` keys in sorted order.
 
-    safetensors writes the metadata from a Rust ``HashMap``, whose order is drawn per process:
-    the same weights with two metadata keys (``step``, ``format``) came out as two different
-    files, so DVC saw a new model folder whenever training ran again. The sorted JSON object
+    safetensors writes the metadata from a Rust ``HashMap``, whose order is drawn afresh for
+    every map: the same weights with two metadata keys (``step``, ``format``) came out as two
+    different files, so DVC saw a new model folder whenever training ran again. The sorted JSON object
     has the same length, so the header keeps its size and every tensor its offset."""
     size = int.from_bytes(data[:8], "little")
     header = data[8 : 8 + size]
