@@ -188,24 +188,16 @@ def write_curves(history: dict[int, dict[str, float]], folder: str | Path) -> li
     """The step log as two CSV files for ``dvc plots`` (x = step): ``train_loss.csv`` (loss,
     lr, gradient norm at every logged step) and ``train_prompt_checks.csv`` (the prompt-following
     accuracies at the steps that measured them; only the header when none did)."""
-    import csv
+    import pandas as pd
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tables = {
-        "train_loss.csv": (LOSS_COLUMNS, ""),
-        "train_prompt_checks.csv": (PROMPT_COLUMNS, "prompt/"),
-    }
+    log = pd.DataFrame.from_dict(history, orient="index").sort_index().rename_axis("step")
     written = []
-    for name, (columns, prefix) in tables.items():
-        path = folder / name
-        with path.open("w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(("step", *columns))
-            for step in sorted(history):
-                row = [history[step].get(prefix + c) for c in columns]
-                if all(v is not None for v in row):
-                    out.writerow((step, *(repr(float(v)) for v in row)))
-        written.append(path)
+    tables = (("train_loss.csv", LOSS_COLUMNS, ""), ("train_prompt_checks.csv", PROMPT_COLUMNS, "prompt/"))
+    for name, columns, prefix in tables:
+        table = log.reindex(columns=[prefix + c for c in columns]).dropna()
+        table.columns = list(columns)
+        table.to_csv(folder / name)
+        written.append(folder / name)
     return written
-
