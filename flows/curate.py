@@ -225,4 +225,6 @@ def run_curate(
 
 
 if __name__ == "__main__":
-    run_curate()
+    from soraflow.cli import run_as_command
+
+    run_as_command("curate")

@@ -37,4 +37,6 @@ def demo_data_flow(params_path: str = "params.yaml", output: str | None = None) 
 
 
 if __name__ == "__main__":
-    demo_data_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("demo-data")

@@ -112,4 +112,6 @@ def evaluate_flow(params_path: str = "params.yaml", model: str | None = None) ->
 
 
 if __name__ == "__main__":
-    evaluate_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("evaluate")

@@ -50,4 +50,6 @@ def features_flow(params_path: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    features_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("features")

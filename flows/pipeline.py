@@ -147,4 +147,6 @@ def serve_deployments(prefect_yaml: str | Path = "prefect.yaml", names: list[str
 
 
 if __name__ == "__main__":
-    nightly_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("nightly")

@@ -7,7 +7,6 @@ registry. With ``registry.auto_promote`` the challenger is then compared with th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -56,4 +55,6 @@ def promote_flow(params_path: str = "params.yaml", rollback: bool = False, versi
 
 
 if __name__ == "__main__":
-    print(json.dumps(register_flow(), indent=2))
+    from soraflow.cli import run_as_command
+
+    run_as_command("register")

@@ -61,4 +61,6 @@ def sample_flow(
 
 
 if __name__ == "__main__":
-    sample_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("sample")

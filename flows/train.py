@@ -115,4 +115,6 @@ def train_flow(
 
 
 if __name__ == "__main__":
-    train_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("train")

@@ -78,4 +78,6 @@ def vae_flow(params_path: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    vae_flow()
+    from soraflow.cli import run_as_command
+
+    run_as_command("vae")

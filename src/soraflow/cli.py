@@ -7,6 +7,7 @@ in ``soraflow.<stage>.cli`` and is registered here.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -62,6 +63,30 @@ def features(params: Path = PARAMS_OPTION) -> None:
     features_flow(params_path=str(params))
 
 
+@app.command("nightly")
+def nightly(
+    params: Path = PARAMS_OPTION,
+    stage: list[str] = typer.Option(
+        None, "--stage", metavar="STAGE", help="A stage to run, in the order given (repeatable; default: features, train, evaluate, register)."
+    ),
+    deployment: list[str] = typer.Option(
+        None, "--deployment", metavar="STAGE=DEPLOYMENT",
+        help="Run that stage as a flow run of a Prefect deployment, e.g. train=train/train-gpu (repeatable).",
+    ),
+) -> None:
+    """The nightly flow (flows/pipeline.py): the stages one after the other in one flow run; a failing stage stops it."""
+    from flows.pipeline import nightly_flow
+
+    deployments: dict[str, str] = {}
+    for item in deployment or []:
+        name, sep, target = item.partition("=")
+        if not (sep and name and target):
+            raise typer.BadParameter(f"{item!r}: expected STAGE=DEPLOYMENT", param_hint="--deployment")
+        deployments[name] = target
+    out = nightly_flow(params_path=str(params), stages=stage or None, deployments=deployments or None)
+    typer.echo(json.dumps(out, indent=2, default=str))
+
+
 @app.command("check-params")
 def check_params(params: Path = PARAMS_OPTION) -> None:
     """Validate params.yaml and print the resolved configuration."""
@@ -103,15 +128,24 @@ app.command("promote")(promote_command)
 app.command("serve")(serve_command)
 
 
-def main() -> None:
-    """Entry point: config errors become one clear line and exit code 2, not a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: config errors become one clear line and exit code 2, not a traceback.
+
+    ``argv`` replaces ``sys.argv[1:]`` (the command line after ``soraflow``)."""
     setup_logging()
     keep_freed_memory()  # CPU steps stop page-faulting (soraflow.allocator)
     try:
-        app()
+        app(args=argv, prog_name="soraflow")
     except ConfigError as err:
         print(f"soraflow: bad configuration: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_as_command(*command: str) -> None:
+    """``python flows/<stage>.py [OPTIONS]`` is ``soraflow <command> [OPTIONS]``: the same options,
+    ``--help`` and errors. (The flow files ignored their arguments before, so asking one for
+    ``--help`` ran the stage.)"""
+    main([*command, *sys.argv[1:]])
 
 
 if __name__ == "__main__":
