@@ -15,7 +15,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # its own count (vae.demo_train.threads: 2, 0.080 s/step vs 0.110 on 1). Override for big models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-fast test-slow ui plots readme-grid
+.PHONY: help install demo test test-fast test-slow ui plots readme-grid
 
 # --no-cache-dir: the venv alone is 7.3 GB (torch's CUDA wheels), and a CI machine once ran out
 # of disk during this install; pip's wheel cache would only add to it.
@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-cache-dir -e '.[dev]'
 	touch $(STAMP)
 
+## Create .venv and install soraflow with its test tools (torch from the pinned local wheels).
 install: $(STAMP)
 
 ## The main job: the whole DVC pipeline on the embedded demo corpus.
@@ -36,9 +37,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 	$(BIN)/python -m pytest -m slow
 
+## The fast tests only (the first half of `make test`).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+## The slow end-to-end tests only (the second half of `make test`).
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
@@ -54,3 +57,7 @@ plots: $(STAMP)
 readme-grid:
 	test -f data/samples/grid.gif || { echo "no data/samples/grid.gif: run make demo first"; exit 1; }
 	mkdir -p docs && cp data/samples/grid.gif docs/demo-samples.gif
+
+## This list: every target and what it does.
+help:
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-z-]+:/{if (doc != "") printf "  make %-12s %s\n", substr($$0,1,index($$0,":")-1), doc} {doc=""}' $(firstword $(MAKEFILE_LIST))
