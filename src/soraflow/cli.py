@@ -141,11 +141,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def run_as_command(*command: str) -> None:
+def run_as_command(command: str) -> None:
     """``python flows/<stage>.py [OPTIONS]`` is ``soraflow <command> [OPTIONS]``: the same options,
     ``--help`` and errors. (The flow files ignored their arguments before, so asking one for
     ``--help`` ran the stage.)"""
-    main([*command, *sys.argv[1:]])
+    main([command, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -198,6 +198,7 @@ def write_curves(history: dict[int, dict[str, float]], folder: str | Path) -> li
     for name, columns, prefix in tables:
         table = log.reindex(columns=[prefix + c for c in columns]).dropna()
         table.columns = list(columns)
-        table.to_csv(folder / name)
-        written.append(folder / name)
+        path = folder / name
+        table.to_csv(path)
+        written.append(path)
     return written
