@@ -103,7 +103,16 @@ def test_run_evaluation_writes_the_metrics_file_and_plots(corpus, classifier):
     conf = pd.read_csv(corpus / "metrics" / "eval_confusion_direction.csv")
     assert list(conf.columns) == ["actual", "predicted"] and len(conf) == metrics["num_videos"]
     assert {p.name for p in paths} >= {"eval.json", "eval_loss_by_timestep.csv", "eval_loss_by_bucket.csv",
-                                       "eval_confusion_color.csv", "eval_confusion_shape.csv", "eval_i2v.csv"}
+                                       "eval_confusion_color.csv", "eval_confusion_shape.csv", "eval_i2v.csv",
+                                       "eval_prompts.csv"}
+    # per prompt: every prompt once, in drawing order, its samples' readings adding up to the accuracies
+    per_prompt = pd.read_csv(corpus / "metrics" / "eval_prompts.csv")
+    assert per_prompt["prompt"].tolist() == prompts
+    assert (per_prompt["samples"] == 2).all()
+    for a in ("color", "shape", "direction"):
+        assert per_prompt[f"{a}_correct"].sum() / metrics["num_videos"] == pytest.approx(metrics[f"{a}_accuracy"])
+        readings = per_prompt[f"predicted_{a}"].str.split(" ")
+        assert [sum(r == lab for r in rs) for rs, lab in zip(readings, per_prompt[a])] == per_prompt[f"{a}_correct"].tolist()
     assert any("clipsim" in n for n in report.notes)  # absent, with its reason
     # the MLflow figures render
     from soraflow.evaluation.plots import confusion_figure, loss_by_timestep_figure, sample_grid_figure

@@ -304,6 +304,26 @@ class EvalReport:
         p = self.predictions
         return confusion_table(p[f"pred_{attribute}"], p[attribute], labels)
 
+    def by_prompt(self) -> pd.DataFrame:
+        """One row per prompt, in the order they were drawn: its labels, how many of its samples
+        the classifier read right per attribute, and what it read (samples in order, space-separated).
+        The prompt-following failures cluster by prompt (every sample of a prompt drawn wrong), which
+        the overall accuracies and confusion tables do not show."""
+        p = self.predictions
+        rows = []
+        for prompt, group in p.groupby("prompt", sort=False):
+            group = group.sort_values("sample")
+            row = {"prompt": prompt, **{a: group[a].iloc[0] for a in ("color", "shape", "direction")}}
+            if "novel_combination" in group:
+                row["novel_combination"] = bool(group["novel_combination"].iloc[0])
+            row["samples"] = len(group)
+            for a in ("color", "shape", "direction"):
+                row[f"{a}_correct"] = int((group[f"pred_{a}"] == group[a]).sum())
+            for a in ("color", "shape", "direction"):
+                row[f"predicted_{a}"] = " ".join(group[f"pred_{a}"].astype(str))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
 
 def _nanmean(values: np.ndarray) -> float:
     v = np.asarray(values, dtype=np.float64)
@@ -592,6 +612,8 @@ def write_outputs(report: EvalReport, cfg) -> list[Path]:
             path = plots / f"eval_confusion_{a}.csv"
             report.predictions[[a, f"pred_{a}"]].rename(columns={a: "actual", f"pred_{a}": "predicted"}).to_csv(path, index=False)
             written.append(path)
+        report.by_prompt().to_csv(plots / "eval_prompts.csv", index=False)
+        written.append(plots / "eval_prompts.csv")
     if report.i2v is not None:
         report.i2v.to_csv(plots / "eval_i2v.csv", index=False)
         written.append(plots / "eval_i2v.csv")
