@@ -344,7 +344,7 @@ class _Run:
         optim = optimizer_state(self.model, self.optimizer, ctx)
         stream = self.stream.state()
         local = {
-            "rng": capture_rng(self.generators),
+            "rng": capture_rng(self.generators, python_numpy=False),
             "epoch": stream["epoch"],
             "position": stream["position"],
             "sampler": _plain(stream["sampler"]),

@@ -25,44 +25,52 @@ def rank_seed(seed: int, rank: int, world_size: int) -> int:
     return seed * world_size + rank
 
 
-def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """This process's RNG states: Python, NumPy, torch CPU, CUDA (current device), generators."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": {
+def capture_rng(generators: dict[str, torch.Generator] | None = None, *, python_numpy: bool = True) -> dict[str, Any]:
+    """This process's RNG states: Python, NumPy, torch CPU, CUDA (current device), generators.
+
+    ``python_numpy=False`` leaves out Python's and NumPy's global generators. Training checkpoints
+    do: the trainer never draws from them, while any library thread in the process may (an HTTP
+    client's retry jitter, say), so their state at a checkpoint would make the same training
+    write different bytes, and DVC see a new ``models/train``."""
+    state: dict[str, Any] = {}
+    if python_numpy:
+        py_version, py_state, py_gauss = random.getstate()
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        state["python"] = {
             "version": int(py_version),
             "state": torch.tensor(py_state, dtype=torch.int64),
             "gauss": py_gauss,
-        },
-        "numpy": {
+        }
+        state["numpy"] = {
             "name": str(np_name),
             "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64).copy()),
             "pos": int(np_pos),
             "has_gauss": int(np_has_gauss),
             "cached_gaussian": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
-    }
+        }
+    state["torch"] = torch.get_rng_state()
+    state["cuda"] = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    state["generators"] = {name: g.get_state() for name, g in (generators or {}).items()}
     return state
 
 
 def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    """Inverse of :func:`capture_rng`; generators named in ``state`` must be in ``generators``."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    npst = state["numpy"]
-    np.random.set_state(
-        (
-            npst["name"],
-            npst["keys"].numpy().astype(np.uint32),
-            npst["pos"],
-            npst["has_gauss"],
-            npst["cached_gaussian"],
+    """Inverse of :func:`capture_rng` (Python's and NumPy's states where ``state`` holds them, as
+    checkpoints before stop 46 did); generators named in ``state`` must be in ``generators``."""
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    if "numpy" in state:
+        npst = state["numpy"]
+        np.random.set_state(
+            (
+                npst["name"],
+                npst["keys"].numpy().astype(np.uint32),
+                npst["pos"],
+                npst["has_gauss"],
+                npst["cached_gaussian"],
+            )
         )
-    )
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
