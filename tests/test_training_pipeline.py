@@ -17,7 +17,9 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -640,6 +642,26 @@ def test_prompt_eval_without_a_classifier_warns_and_trains(world, cache_run, cap
     assert not any(k.startswith("prompt/") for m in lines for k in m)
 
 
+@contextlib.contextmanager
+def drawing_from_the_global_generators():
+    """Another thread drawing from Python's and NumPy's global generators, as a library thread in
+    the process may (retry jitter), until the block ends."""
+    stop = threading.Event()
+
+    def draw():
+        while not stop.wait(0.0005):
+            random.random()
+            np.random.rand()
+
+    thread = threading.Thread(target=draw, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_the_same_training_writes_the_same_folder(world, cache):
     """Training again with the same params into the same place (as ``dvc repro`` does after
     deleting the stage's output) writes the same bytes: the step log leaves out the speed and
@@ -649,26 +671,11 @@ def test_the_same_training_writes_the_same_folder(world, cache):
     process may draw from (this test failed once in a full CI run before, on ``state.pt``)."""
     from soraflow.tracking import hash_paths
 
-    import random
-    import threading
-
-    def draw_from_the_global_generators(stop: threading.Event):  # as a library thread may (retry jitter)
-        while not stop.wait(0.0005):
-            random.random()
-            np.random.rand()
-
     digests = []
-    for i in range(2):  # the second run with another thread drawing from Python's and NumPy's generators
-        stop = threading.Event()
-        noise = threading.Thread(target=draw_from_the_global_generators, args=(stop,), daemon=True)
-        if i == 1:
-            noise.start()
-        try:
+    # the second run with another thread drawing from Python's and NumPy's generators
+    for beside in (contextlib.nullcontext(), drawing_from_the_global_generators()):
+        with beside:
             out = run_worker(world, "repeat", **{"train.use_feature_cache": True})
-        finally:
-            stop.set()
-            if i == 1:
-                noise.join()
         # per file, so that a failure names the file that differs
         digests.append({str(f.relative_to(out)): hash_paths([f]) for f in sorted(out.rglob("*")) if f.is_file()})
         lines = metrics_lines(out)

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 
 from soraflow.evaluation.classifier import (
+    ATTRIBUTES,
     AttributeClassifier,
     ClassifierSpec,
     FrameFeatureExtractor,
@@ -313,14 +314,12 @@ class EvalReport:
         rows = []
         for prompt, group in p.groupby("prompt", sort=False):
             group = group.sort_values("sample")
-            row = {"prompt": prompt, **{a: group[a].iloc[0] for a in ("color", "shape", "direction")}}
+            row = {"prompt": prompt, **{a: group[a].iloc[0] for a in ATTRIBUTES}}
             if "novel_combination" in group:
                 row["novel_combination"] = bool(group["novel_combination"].iloc[0])
             row["samples"] = len(group)
-            for a in ("color", "shape", "direction"):
-                row[f"{a}_correct"] = int((group[f"pred_{a}"] == group[a]).sum())
-            for a in ("color", "shape", "direction"):
-                row[f"predicted_{a}"] = " ".join(group[f"pred_{a}"].astype(str))
+            row.update({f"{a}_correct": int((group[f"pred_{a}"] == group[a]).sum()) for a in ATTRIBUTES})
+            row.update({f"predicted_{a}": " ".join(group[f"pred_{a}"].astype(str)) for a in ATTRIBUTES})
             rows.append(row)
         return pd.DataFrame(rows)
 
