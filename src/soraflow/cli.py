@@ -28,12 +28,22 @@ app = typer.Typer(
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="The params.yaml to read.")
 
 
+#: Libraries whose INFO lines are noise in a stage's log: httpx logs every request a flow makes
+#: to the Prefect API (a line per batch of log records), great-expectations every function it
+#: registers when imported (200-odd lines at each curation). Their warnings and errors still show.
+QUIET_LOGGERS = ("httpx", "httpcore", "great_expectations")
+
+
 def setup_logging(verbose: bool = False) -> None:
+    """INFO (DEBUG with ``verbose``) for soraflow, Prefect and MLflow; WARNING for :data:`QUIET_LOGGERS`."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command("demo-data")

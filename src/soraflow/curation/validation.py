@@ -118,11 +118,13 @@ def _describe_failure(r) -> str:
 
 def validate_clips(clips: pd.DataFrame, output: str | Path, min_rows: int = 1, data_docs: bool = True) -> ValidationReport:
     """Run the suite on ``clips``; write ``<output>/validation/``; never raises on failure."""
+    # GX logs every function it registers at INFO when first imported (200-odd lines), and sets
+    # one module's logger to INFO itself; keep its warnings only.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    # GX logs every registration at INFO; keep its warnings only.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     # GX's data-docs store needs an absolute base directory (a relative one raises at build time).
     folder = Path(output).resolve() / "validation"
     if folder.exists():
