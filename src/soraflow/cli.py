@@ -29,9 +29,9 @@ PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="The pa
 
 
 #: Libraries whose INFO lines are noise in a stage's log: httpx logs every request a flow makes
-#: to the Prefect API (a line per batch of log records), great-expectations every function it
-#: registers when imported (200-odd lines at each curation). Their warnings and errors still show.
-QUIET_LOGGERS = ("httpx", "httpcore", "great_expectations")
+#: to the Prefect API (a line per batch of log records). Their warnings and errors still show.
+#: (great-expectations is quieted where it is imported: ``soraflow.curation.validation``.)
+QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def setup_logging(verbose: bool = False) -> None:
