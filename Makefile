@@ -15,7 +15,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # its own count (vae.demo_train.threads: 2, 0.080 s/step vs 0.110 on 1). Override for big models.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install demo test test-fast test-slow ui plots readme-grid
+.PHONY: help install demo exp-save exp test test-fast test-slow ui plots readme-grid
 
 # --no-cache-dir: the venv alone is 7.3 GB (torch's CUDA wheels), and a CI machine once ran out
 # of disk during this install; pip's wheel cache would only add to it.
@@ -31,6 +31,14 @@ install: $(STAMP)
 ## The main job: the whole DVC pipeline on the embedded demo corpus.
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-prefect-server $(BIN)/dvc repro
+
+## Record the last run (dvc.lock, params.yaml, metrics/) as a DVC experiment: make exp-save NAME=demo.
+exp-save:
+	$(BIN)/dvc exp save --name $(or $(NAME),demo) --include-untracked metrics
+
+## Run the pipeline as a DVC experiment with params changed: make exp NAME=steps400 SET="train.steps=400".
+exp: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-prefect-server $(BIN)/dvc exp run $(if $(NAME),--name $(NAME)) $(addprefix --set-param ,$(SET))
 
 ## The whole test suite: fast tests, then the slow end-to-end ones.
 test: $(STAMP)
