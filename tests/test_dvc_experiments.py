@@ -65,17 +65,14 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 @pytest.fixture()
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        GIT_AUTHOR_NAME="soraflow", GIT_AUTHOR_EMAIL="ci@soraflow.invalid",
-        GIT_COMMITTER_NAME="soraflow", GIT_COMMITTER_EMAIL="ci@soraflow.invalid", DVC_NO_ANALYTICS="1",
-    )
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1")
     root = tmp_path / "project"
     root.mkdir()
     (root / "params.yaml").write_text("x: 1\n")
     (root / "dvc.yaml").write_text(STAGE)
     (root / "write_metrics.py").write_text(WRITER)
     _run(["git", "init", "-q"], root, env)
+    # the identity for git's commit here and DVC's experiment commits (both read the repo's config)
     _run(["git", "config", "user.name", "soraflow"], root, env)
     _run(["git", "config", "user.email", "ci@soraflow.invalid"], root, env)
     _run(["dvc", "init", "-q"], root, env)
